@@ -1,0 +1,105 @@
+"""Helpers shared by every layer's ``packet.py``.
+
+* :func:`parse` runs a construct parser and turns any failure into the project's
+  :class:`~qbb.errors.DecodeError` with the field path and byte offset.
+* :func:`build` does the same for encoding, raising :class:`~qbb.errors.EncodeError`.
+* :data:`IPv4Address` is a construct adapter between 4 bytes and a dotted-quad ``str``.
+* :func:`internet_checksum` is the RFC 1071 one's-complement sum (RFC 791 header
+  checksum, ICMP, OSPF packet checksum, QKDTL).
+* :func:`fail` raises a :class:`DecodeError` for checks done after parsing.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any, NoReturn
+
+import construct as c
+
+from qbb.errors import DecodeError, EncodeError
+
+
+class _TrackingStream(io.BytesIO):
+    """A byte stream that remembers where the most recent read started."""
+
+    last_start = 0
+
+    def read(self, size: int | None = -1) -> bytes:  # noqa: D401 - BytesIO API
+        self.last_start = self.tell()
+        return super().read(size)
+
+
+def _field_of(error: c.ConstructError) -> str:
+    path = getattr(error, "path", None) or ""
+    parts = [p.strip() for p in path.split("->")[1:]]
+    return ".".join(p for p in parts if p) or "<message>"
+
+
+def fail(layer: str, field: str, offset: int, reason: str) -> NoReturn:
+    """Raise the project's decode error (for checks made after parsing)."""
+    raise DecodeError(layer, field, offset, reason)
+
+
+def parse(struct: c.Construct, data: bytes, layer: str, *, whole: bool = True) -> Any:
+    """Parse ``data`` with ``struct``; map every failure to :class:`DecodeError`.
+
+    With ``whole`` (the default) trailing bytes after the structure are an error.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(layer, "<message>", 0, f"expected bytes, got {type(data).__name__}")
+    stream = _TrackingStream(bytes(data))
+    try:
+        value = struct.parse_stream(stream)
+    except c.ConstructError as error:
+        reason = str(error).split("\n", 1)[-1].strip() or type(error).__name__
+        raise DecodeError(layer, _field_of(error), stream.last_start, reason) from None
+    except (ValueError, OverflowError, UnicodeError, IndexError, KeyError, TypeError) as error:
+        raise DecodeError(layer, "<message>", stream.last_start, str(error)) from None
+    if whole and stream.tell() != len(data):
+        raise DecodeError(layer, "<end>", stream.tell(),
+                          f"{len(data) - stream.tell()} trailing bytes after the message")
+    return value
+
+
+def build(struct: c.Construct, value: Any, layer: str) -> bytes:
+    """Build ``value`` with ``struct``; map every failure to :class:`EncodeError`."""
+    try:
+        return struct.build(value)
+    except c.ConstructError as error:
+        reason = str(error).split("\n", 1)[-1].strip() or type(error).__name__
+        raise EncodeError(layer, _field_of(error), reason) from None
+    except (ValueError, OverflowError, TypeError, KeyError, AttributeError, OSError) as error:
+        raise EncodeError(layer, "<message>", str(error)) from None
+
+
+class _IPv4Adapter(c.Adapter):
+    """4 bytes on the wire <-> ``"a.b.c.d"`` in the dataclasses."""
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> str:
+        return socket.inet_ntoa(obj)
+
+    def _encode(self, obj: str, context: Any, path: str) -> bytes:
+        try:
+            return socket.inet_aton(obj) if obj.count(".") == 3 else _bad_address(obj)
+        except (OSError, AttributeError, TypeError):
+            _bad_address(obj)
+
+
+def _bad_address(obj: Any) -> NoReturn:
+    raise c.ExplicitError(f"not a dotted-quad IPv4 address: {obj!r}")
+
+
+IPv4Address = _IPv4Adapter(c.Bytes(4))
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 one's-complement checksum of ``data`` (odd lengths padded with 0)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\x00"
+    total = sum(memoryview(data).cast("H")) if data else 0
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    value = ~total & 0xFFFF
+    # memoryview.cast("H") uses native byte order: swap on little-endian hosts.
+    return socket.ntohs(value) if socket.ntohs(1) != 1 else value
