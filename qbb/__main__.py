@@ -1,0 +1,7 @@
+"""``python -m qbb`` is the ``qbb`` command."""
+
+import sys
+
+from qbb.cli import main
+
+sys.exit(main())
