@@ -74,20 +74,25 @@ def build(struct: c.Construct, value: Any, layer: str) -> bytes:
 
 
 class _IPv4Adapter(c.Adapter):
-    """4 bytes on the wire <-> ``"a.b.c.d"`` in the dataclasses."""
+    """4 bytes on the wire <-> canonical ``"a.b.c.d"`` in the dataclasses."""
 
     def _decode(self, obj: bytes, context: Any, path: str) -> str:
         return socket.inet_ntoa(obj)
 
     def _encode(self, obj: str, context: Any, path: str) -> bytes:
-        try:
-            return socket.inet_aton(obj) if obj.count(".") == 3 else _bad_address(obj)
-        except (OSError, AttributeError, TypeError):
-            _bad_address(obj)
+        if not is_canonical_ipv4(obj):
+            raise c.ExplicitError(f"not a canonical dotted-quad IPv4 address: {obj!r}",
+                                  path=path)
+        return socket.inet_aton(obj)
 
 
-def _bad_address(obj: Any) -> NoReturn:
-    raise c.ExplicitError(f"not a dotted-quad IPv4 address: {obj!r}")
+def is_canonical_ipv4(text: Any) -> bool:
+    """True for ``"a.b.c.d"`` with four decimal parts 0-255 and no leading zeros."""
+    if not isinstance(text, str):
+        return False
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and int(p) <= 255 and str(int(p)) == p for p in parts)
 
 
 IPv4Address = _IPv4Adapter(c.Bytes(4))

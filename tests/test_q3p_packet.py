@@ -125,8 +125,8 @@ def test_offsets_must_be_zero_without_their_flag():
 def test_semantic_errors_name_field_and_offset(patch, field, offset):
     for decoder in (decode_frame, decode_frame_spec):
         error = decode_error(decoder, patch(KNOWN_BYTES))
-        assert (error.layer, error.field, error.offset) == ("q3p", field, offset)
-        assert f"q3p: field {field!r} at byte {offset}" in str(error)
+        assert (error.layer, error.field, error.offset) == ("Q3P", field, offset)
+        assert f"Q3P: field {field!r} at byte {offset}" in str(error)
 
 
 def test_a_flag_without_room_for_the_tag():
@@ -201,7 +201,7 @@ def test_body_decoders_random_and_mutated(data, command):
     try:
         body = decode_body(command, data)
     except DecodeError as error:
-        assert error.layer == "q3p"
+        assert error.layer == "Q3P"
         return
     assert (encode_body(body) if command != Command.DATA else body) == data
 

@@ -51,7 +51,7 @@ def assert_value_or_decode_error(decode, encode, data: bytes) -> None:
     try:
         value = decode(data)
     except DecodeError as error:
-        assert error.layer == "qkdtl" and f"byte {error.offset}" in str(error)
+        assert error.layer == "QKDTL" and f"byte {error.offset}" in str(error)
         return
     assert encode(value) == data  # canonical: accepted bytes re-encode identically
 

@@ -42,7 +42,7 @@ def assert_value_or_decode_error(data: bytes) -> None:
     try:
         msg = decode_rokr(data)
     except DecodeError as error:
-        assert error.layer == "qrokr" and f"byte {error.offset}" in str(error)
+        assert error.layer == "Q-RoKR" and f"byte {error.offset}" in str(error)
         return
     assert encode_rokr(msg) == data
 

@@ -43,7 +43,7 @@ import construct as c
 from qbb.codec import IPv4Address, build, fail, parse
 from qbb.errors import DecodeError, EncodeError
 
-LAYER = "q3p"
+LAYER = "Q3P"
 Q3P_HEADER_LEN = 28
 Q3P_TAG_LEN = 16
 Q3P_VERSION = 1

@@ -25,7 +25,7 @@ import construct as c
 from qbb.codec import build, parse
 from qbb.errors import DecodeError, EncodeError
 
-LAYER = "ospf"
+LAYER = "OSPF"
 
 
 class Options(enum.IntFlag):

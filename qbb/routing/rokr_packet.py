@@ -33,16 +33,15 @@ layouts are tabled in ``docs/wire/qrokr.md``.
 from __future__ import annotations
 
 import enum
-import socket
 from dataclasses import dataclass
 from typing import Union
 
 import construct as c
 
-from qbb.codec import IPv4Address, build, fail, parse
+from qbb.codec import IPv4Address, build, fail, is_canonical_ipv4, parse
 from qbb.errors import EncodeError
 
-LAYER = "qrokr"
+LAYER = "Q-RoKR"
 VERSION = 1
 HEADER_LEN = 8
 
@@ -157,11 +156,8 @@ def _path_problem(msg: Reserve) -> tuple[str, int, str] | None:
 
 def _address(address: object, name: str) -> str:
     """Refuse what inet_aton would accept but not round-trip ("010.0.0.1", "1.2.3.4 ")."""
-    try:
-        if socket.inet_ntoa(socket.inet_aton(address)) == address:
-            return address
-    except (OSError, TypeError):
-        pass
+    if is_canonical_ipv4(address):
+        return address
     raise EncodeError(LAYER, name, f"not a canonical dotted-quad IPv4 address: {address!r}")
 
 

@@ -36,7 +36,7 @@ import construct as c
 from qbb.codec import build, fail, internet_checksum, parse
 from qbb.errors import DecodeError, EncodeError
 
-LAYER = "qkdtl"
+LAYER = "QKDTL"
 HEADER_LEN = 20
 LENGTH_OFFSET = 16
 CHECKSUM_OFFSET = 18
