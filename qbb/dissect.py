@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scapy.fields import ConditionalField
 from scapy.packet import NoPayload, Packet
 from scapy.utils import PcapReader
 
@@ -45,9 +46,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def active_fields(layer: Packet) -> list[Any]:
+    """The fields present in this layer (conditional fields whose condition holds)."""
+    return [f for f in layer.fields_desc
+            if not isinstance(f, ConditionalField) or f._evalcond(layer)]
+
+
 def layer_fields(layer: Packet) -> dict[str, Any]:
     """The fields of one layer (not its payload) as plain values."""
-    return {field.name: _plain(layer.getfieldval(field.name)) for field in layer.fields_desc}
+    return {field.name: _plain(layer.getfieldval(field.name)) for field in active_fields(layer)}
 
 
 def dissect_packet(packet: Packet) -> list[dict[str, Any]]:
@@ -79,10 +86,21 @@ def summary_line(index: int, packet: Packet) -> str:
 def format_text(index: int, packet: Packet) -> str:
     """A readable multi-line dissection of one packet."""
     lines = [summary_line(index, packet)]
-    for entry in dissect_packet(packet):
-        fields = ", ".join(f"{k}={_short(v)}" for k, v in entry["fields"].items())
-        lines.append(f"    {entry['layer']}: {fields}")
+    for layer in layers(packet):
+        fields = ", ".join(f"{f.name}={_short(_shown(layer, f))}" for f in active_fields(layer))
+        lines.append(f"    {layer.name}: {fields}")
     return "\n".join(lines)
+
+
+def _shown(layer: Packet, field: Any) -> Any:
+    """A field as a person reads it: enum names, flag letters, addresses (scapy's i2repr)."""
+    value = layer.getfieldval(field.name)
+    if isinstance(value, (list, Packet)):
+        return _plain(value)
+    try:
+        return field.i2repr(layer, value)
+    except Exception:  # a field scapy cannot render must not stop the dissection
+        return _plain(value)
 
 
 def _short(value: Any, limit: int = 64) -> str:
