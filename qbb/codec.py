@@ -41,13 +41,18 @@ def fail(layer: str, field: str, offset: int, reason: str) -> NoReturn:
     raise DecodeError(layer, field, offset, reason)
 
 
+def require_bytes(data: Any, layer: str) -> None:
+    """Raise :class:`DecodeError` unless ``data`` is a bytes-like object."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(layer, "<message>", 0, f"expected bytes, got {type(data).__name__}")
+
+
 def parse(struct: c.Construct, data: bytes, layer: str, *, whole: bool = True) -> Any:
     """Parse ``data`` with ``struct``; map every failure to :class:`DecodeError`.
 
     With ``whole`` (the default) trailing bytes after the structure are an error.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise DecodeError(layer, "<message>", 0, f"expected bytes, got {type(data).__name__}")
+    require_bytes(data, layer)
     stream = _TrackingStream(bytes(data))
     try:
         value = struct.parse_stream(stream)

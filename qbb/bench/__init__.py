@@ -52,6 +52,6 @@ def time_per_call(func: Callable[[], Any], budget_s: float) -> float:
 
 def registry() -> dict[str, Callable[[bool], Iterator[Result]]]:
     """Benchmark name -> function(quick) yielding results."""
-    from qbb.bench import codecs
+    from qbb.bench import codecs, keystore
 
-    return {"codecs": codecs.run}
+    return {"codecs": codecs.run, "keystore": keystore.run}

@@ -28,7 +28,7 @@ from typing import Union
 
 import construct as c
 
-from qbb.codec import IPv4Address, fail
+from qbb.codec import IPv4Address, fail, require_bytes
 from qbb.errors import DecodeError, EncodeError
 from qbb.routing.checksum import LSA_HEADER_SIZE, lsa_checksum, verify_lsa_checksum
 from qbb.routing.common import (
@@ -209,6 +209,7 @@ SUMMARY_BODY = c.Struct(
 
 def decode_lsa_header(data: bytes) -> LsaHeader:
     """Decode exactly one 20-byte LSA header."""
+    require_bytes(data, LAYER)
     return decode_lsa_header_at(data, 0, len(data), "lsa_header")
 
 
@@ -231,6 +232,7 @@ def decode_lsa_header_at(data: bytes, start: int, end: int, field: str) -> LsaHe
 
 def decode_lsa(data: bytes) -> Lsa:
     """Decode one LSA occupying all of ``data``."""
+    require_bytes(data, LAYER)
     lsa, end = decode_lsa_at(data, 0, "lsa")
     if end != len(data):
         fail(LAYER, "lsa.length", 18, f"LSA length {end} but {len(data)} bytes given")

@@ -30,7 +30,7 @@ from typing import Any, Union
 
 import construct as c
 
-from qbb.codec import IPv4Address, fail, internet_checksum
+from qbb.codec import IPv4Address, fail, internet_checksum, require_bytes
 from qbb.errors import EncodeError
 from qbb.routing.common import (
     LAYER, EnumField, FlagField, Options, OptionsField, build_as, frozen_tuple, parse_at)
@@ -209,6 +209,7 @@ def packet_checksum(packet: bytes) -> int:
 
 def decode_packet(data: bytes) -> OspfPacket:
     """Decode one OSPFv2 packet occupying all of ``data``."""
+    require_bytes(data, LAYER)
     header = parse_at(HEADER, data, 0, HEADER_SIZE, "header")
     if header.length != len(data):
         fail(LAYER, "header.length", 2,
