@@ -84,6 +84,22 @@ def test_take_get_and_rejections() -> None:
         b.take(1)
 
 
+def test_peek_reads_without_using_key() -> None:
+    a, b = _pair(key_ratio=1000)
+    data = _stream(1000)
+    a.ingest(data)
+    b.ingest(data)
+    offset, key = a.take(64)
+    assert b.peek(offset, 64) == key and b.peek(offset, 64) == key  # not used up
+    assert b.status().dec_consumed_bits == 0
+    assert b.get(offset, 64) == key
+    with pytest.raises(KeyAlreadyUsed):
+        b.peek(offset, 64)
+    with pytest.raises(KeyUnavailable):
+        b.peek(990, 20)
+    assert b.status().rejected == {"peek.already_used": 1, "peek.unavailable": 1}
+
+
 def test_directions_follow_the_ratio() -> None:
     a, b = _pair(key_ratio=250, capacity=1 << 20)
     data = _stream(3200)

@@ -401,6 +401,21 @@ class LinkKeyStore:
         self._dec_consumed += n
         return self._dec.get(offset, n)
 
+    def peek(self, offset: int, n: int) -> bytes:
+        """The decryption key ``[offset, offset + n)`` without using it up.
+
+        For verifying a frame's one-time MAC before acting on it: a forged frame must not
+        burn key. The key is consumed only by a later :meth:`get` of the same range, once
+        the tag has verified; peeked bytes must never encrypt or authenticate anything.
+        """
+        try:
+            _check_range(offset, n)
+            self._dec.check(offset, n)
+        except KeyStoreError as error:
+            self._reject("peek", error)
+        start = offset - self._dec.base
+        return bytes(self._dec.buf[start:start + n])
+
     def _reject(self, op: str, error: KeyStoreError) -> None:
         name = {KeyUnavailable: "unavailable", KeyAlreadyUsed: "already_used"}.get(
             type(error), "out_of_range")
