@@ -20,6 +20,18 @@ import construct as c
 from qbb.errors import DecodeError, EncodeError
 
 
+def frozen_new(cls: type, names: tuple[str, ...], values: tuple) -> Any:
+    """``cls(*values)`` for a frozen dataclass whose values are already validated.
+
+    A frozen dataclass assigns each field through ``object.__setattr__``, which costs
+    more than the rest of a fast-path decoder; filling ``__dict__`` gives an equal object.
+    ``names`` is ``tuple(f.name for f in dataclasses.fields(cls))``.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(zip(names, values))
+    return obj
+
+
 class _TrackingStream(io.BytesIO):
     """A byte stream that remembers where the most recent read started."""
 
@@ -104,12 +116,16 @@ IPv4Address = _IPv4Adapter(c.Bytes(4))
 
 
 def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's-complement checksum of ``data`` (odd lengths padded with 0)."""
+    """RFC 1071 one's-complement checksum of ``data`` (odd lengths padded with 0).
+
+    Since 2**16 == 1 (mod 0xFFFF), the one's-complement sum of the 16-bit words is the
+    big-endian integer value of ``data`` modulo 0xFFFF, except that a non-zero sum is
+    never 0 (it is 0xFFFF): one big-integer operation in C instead of a Python loop.
+    """
+    value = int.from_bytes(data, "big")
     if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    total = sum(memoryview(data).cast("H")) if data else 0
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    value = ~total & 0xFFFF
-    # memoryview.cast("H") uses native byte order: swap on little-endian hosts.
-    return socket.ntohs(value) if socket.ntohs(1) != 1 else value
+        value <<= 8
+    total = value % 0xFFFF
+    if total == 0 and value:
+        total = 0xFFFF
+    return ~total & 0xFFFF

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import socket
 import struct
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import construct as c
 
-from qbb.codec import IPv4Address, build, fail, internet_checksum, parse
+from qbb.codec import IPv4Address, build, fail, frozen_new, internet_checksum, parse
 from qbb.errors import EncodeError
 
 LAYER = "QKDNL"
@@ -153,6 +154,10 @@ class QKDNLPacket:
             MIN_HEADER_LENGTH + len(self.options) + len(self.payload), self.ttl, self.tos,
             self.identification, self.dont_fragment, self.more_fragments,
             self.fragment_offset, bytes(self.options))
+
+
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(QKDNLHeader))
+_PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(QKDNLPacket))
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -269,10 +274,10 @@ def decode_header(data: bytes) -> tuple[QKDNLHeader, int]:
         fail(LAYER, "options", MIN_HEADER_LENGTH,
              f"IHL {ihl} needs {4 * ihl} header bytes, buffer has {len(data)}")
     _verify_length_and_checksum(data, 4 * ihl, total, found)
-    header = QKDNLHeader(
+    header = frozen_new(QKDNLHeader, _HEADER_FIELDS, (
         socket.inet_ntoa(source), socket.inet_ntoa(destination), protocol, total, ttl, tos,
         ident, bool(frag & 0x4000), bool(frag & 0x2000), frag & 0x1FFF,
-        bytes(data[MIN_HEADER_LENGTH:4 * ihl]))
+        bytes(data[MIN_HEADER_LENGTH:4 * ihl])))
     return header, 4 * ihl
 
 
@@ -283,10 +288,10 @@ def _reject_with_spec(data: Any) -> None:
 
 
 def _packet(header: QKDNLHeader, payload: bytes) -> QKDNLPacket:
-    return QKDNLPacket(
+    return frozen_new(QKDNLPacket, _PACKET_FIELDS, (
         header.source, header.destination, header.protocol, payload, header.ttl,
         header.tos, header.identification, header.dont_fragment, header.more_fragments,
-        header.fragment_offset, header.options)
+        header.fragment_offset, header.options))
 
 
 def decode_packet(data: bytes) -> QKDNLPacket:
