@@ -52,6 +52,6 @@ def time_per_call(func: Callable[[], Any], budget_s: float) -> float:
 
 def registry() -> dict[str, Callable[[bool], Iterator[Result]]]:
     """Benchmark name -> function(quick) yielding results."""
-    from qbb.bench import codecs, keystore
+    from qbb.bench import codecs, keystore, routing
 
-    return {"codecs": codecs.run, "keystore": keystore.run}
+    return {"codecs": codecs.run, "keystore": keystore.run, "routing": routing.run}
