@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from qbb import __version__
+from qbb import __version__, topology_cli
 from qbb.errors import QbbError
 
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="short run (seconds, not minutes)")
     bench.add_argument("--json", action="store_true", help="one JSON object per measured case")
     bench.set_defaults(func=_cmd_bench)
+
+    topology_cli.add_parser(sub)
     return parser
 
 
