@@ -54,11 +54,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from qbb import network
+
+    return network.run_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qbb", description="qbb: a SECOQC-style trusted-relay QKD backbone network stack.")
     parser.add_argument("--version", action="version", version=f"qbb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from qbb import network
+
+    run = sub.add_parser("run", help="run a QKD network from a topology file (embedded mode)",
+                         description="Start every node of TOPOLOGY in this process (links are "
+                         "memory channels), wait for routing to converge, relay session keys "
+                         "hop by hop and print a summary. Exit status 0 if the network "
+                         "converged.")
+    network.add_arguments(run)
+    run.set_defaults(func=_cmd_run)
 
     dis = sub.add_parser("dissect", help="print a layered dissection of a capture",
                          description="Dissect a pcap of QBB classical channels: "

@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from qbb.cli import main
 
+LINE3 = str(Path(__file__).resolve().parent.parent / "topologies" / "line3.json")
 REQUIRED = {"bench", "case", "metric", "value", "unit"}
 
 
@@ -46,3 +48,23 @@ def test_bench_codecs_json_rows(capsys):
     assert {"ospf-lsu", "qkdnl-header", "q3p-frame-1444B", "qrokr-reserve"} <= cases
     speedups = [r for r in rows if r["metric"].endswith("_speedup")]
     assert len(speedups) == 6
+
+
+SUMMARY_KEYS = {"mode", "nodes", "links", "converged", "convergence_s", "keys_delivered_bits",
+                "drops", "key_reuse_detected"}
+
+
+def test_run_embedded_virtual_time_json(capsys):
+    assert main(["run", LINE3, "--virtual-time", "--duration", "10",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["mode"] == "embedded" and summary["converged"] is True
+    assert summary["keys_delivered_bits"] > 0 and summary["key_reuse_detected"] is False
+
+
+def test_run_bad_inputs_are_clear_errors(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["run", LINE3, "--pairs", "X:Y", "--virtual-time"]) == 2
+    assert "--pairs" in capsys.readouterr().err

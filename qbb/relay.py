@@ -1,0 +1,103 @@
+"""Hop-by-hop session-key relay across trusted QBB nodes (seed 002 §2.1, §2.5, §3.2).
+
+SECOQC's trusted-relay principle: the *ingress* node draws a fresh random session key and
+sends it towards the *egress* node; on every QBB link the key travels one-time-pad
+encrypted with that link's QKD key, and it is in clear only inside the (trusted) nodes
+it passes.  Here the key rides in a QKDTL KEY segment (:mod:`qbb.transport.packet`,
+protocol 253) inside a QKDNL packet; the forwarder marks protocol 253 for encryption, so
+each hop's Q3P frame carries it with the E flag set and a fresh pad from that link's key
+store.  The egress node's :class:`KeyRelay` hands the key to local delivery; the ingress
+node returns the same key to its caller, so both end points hold identical keys.
+
+Segment used (docs/node.md): source and destination port :data:`RELAY_PORT`,
+``seq`` = key id, flags KEY, payload = ``KeyDelivery(key_id, key_bits, key)``.  Key ids
+count up per relay service.  No acknowledgement or retransmission here: QKDTL
+connections (reliable delivery, key-consumption synchronisation) are the transport
+layer's job; a lost relay packet is a lost key, seen by the caller as a missing
+delivery.  Keys never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qbb.errors import DecodeError, EncodeError
+from qbb.netlayer.packet import QKDNLPacket
+from qbb.transport.packet import (KeyDelivery, Segment, SegmentFlags, decode_key_delivery,
+                                  decode_segment, encode_key_delivery, encode_segment)
+from qbb.wire import PROTO_QKDTL
+
+__all__ = ["KeyRelay", "RELAY_PORT", "RelayedKey", "random_key"]
+
+RELAY_PORT = 7  # the key relay service's QKDTL port at every node
+MAX_KEY_BITS = 0xFFFF
+
+
+@dataclass(frozen=True)
+class RelayedKey:
+    """A session key shared by ``source`` (ingress) and ``destination`` (egress)."""
+
+    source: str
+    destination: str
+    key_id: int
+    bits: int
+    key: bytes = field(repr=False)
+
+
+def random_key(bits: int, randbytes: Callable[[int], bytes] = secrets.token_bytes) -> bytes:
+    """``bits`` random bits, MSB first, unused low bits of the last byte zero."""
+    raw = bytearray(randbytes((bits + 7) // 8))
+    raw[-1] &= 0xFF ^ ((1 << (-bits % 8)) - 1)
+    return bytes(raw)
+
+
+class KeyRelay:
+    """The key relay service of one node; ``node`` needs ``address``, ``register`` and
+    ``send_packet`` (a :class:`qbb.node.QBBNode`)."""
+
+    def __init__(self, node, *, port: int = RELAY_PORT,
+                 on_key: Callable[[RelayedKey], None] | None = None,
+                 first_key_id: int = 0) -> None:
+        self.node, self.port, self.on_key = node, port, on_key
+        self.received: list[RelayedKey] = []
+        self.counters: Counter[str] = Counter()
+        self._next_id = first_key_id & 0xFFFFFFFF
+        node.register(PROTO_QKDTL, self._on_packet)
+
+    def send_key(self, destination: str, bits: int = 256) -> RelayedKey | None:
+        """Draw a key and send it to ``destination``; the key, or None if not sent."""
+        if not isinstance(bits, int) or not 1 <= bits <= MAX_KEY_BITS:
+            raise ValueError(f"key length must be 1..{MAX_KEY_BITS} bits, got {bits!r}")
+        key_id, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
+        relayed = RelayedKey(self.node.address, destination, key_id, bits, random_key(bits))
+        segment = Segment(self.port, self.port, seq=key_id, flags=SegmentFlags.KEY,
+                          payload=encode_key_delivery(KeyDelivery(key_id, bits, relayed.key)))
+        packet = QKDNLPacket(self.node.address, destination, PROTO_QKDTL, encode_segment(segment))
+        if not self.node.send_packet(packet):  # no route, link queue full, ...
+            self.counters["send_failed"] += 1
+            return None
+        self.counters["sent"] += 1
+        return relayed
+
+    @property
+    def next_key_id(self) -> int:
+        return self._next_id
+
+    def _on_packet(self, packet: QKDNLPacket, interface: str | None) -> None:
+        try:
+            segment = decode_segment(packet.payload)
+            if segment.dst_port != self.port or not segment.flags & SegmentFlags.KEY:
+                self.counters["not_for_relay"] += 1
+                return
+            body = decode_key_delivery(segment.payload)
+        except (DecodeError, EncodeError):
+            self.counters["malformed"] += 1
+            return
+        key = RelayedKey(packet.source, packet.destination, body.key_id, body.key_bits, body.key)
+        self.received.append(key)
+        self.counters["received"] += 1
+        if self.on_key is not None:
+            self.on_key(key)
