@@ -55,6 +55,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.mode == "netns":
+        from qbb import emulated
+
+        return emulated.run_from_cli(args)
     from qbb import network
 
     return network.run_from_cli(args)
@@ -66,14 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qbb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from qbb import network
+    from qbb import emulated, network
 
-    run = sub.add_parser("run", help="run a QKD network from a topology file (embedded mode)",
-                         description="Start every node of TOPOLOGY in this process (links are "
-                         "memory channels), wait for routing to converge, relay session keys "
-                         "hop by hop and print a summary. Exit status 0 if the network "
-                         "converged.")
+    run = sub.add_parser("run", help="run a QKD network from a topology file",
+                         description="Start every node of TOPOLOGY, wait for routing to "
+                         "converge, relay session keys hop by hop and print a summary. "
+                         "Embedded mode (default): all nodes in this process, links are memory "
+                         "channels. netns mode (root): one process per node in its own network "
+                         "namespace, links are veth pairs carrying Q3P over UDP. Exit status 0 "
+                         "if the network converged.")
     network.add_arguments(run)
+    run.add_argument("--mode", choices=["embedded", "netns"], default="embedded",
+                     help="embedded (default) or netns (root; see docs/emulated.md)")
+    emulated.add_arguments(run)
     run.set_defaults(func=_cmd_run)
 
     dis = sub.add_parser("dissect", help="print a layered dissection of a capture",

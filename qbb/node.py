@@ -184,14 +184,17 @@ class QBBNode:
 
     # -- running ---------------------------------------------------------------------
 
-    async def run(self, wires: Mapping[str, tuple], *, task_status=trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        """Run every link over ``wires[interface] = (send, receive)`` and the router."""
+    async def run(self, wires: Mapping[str, tuple], *, runner: Callable = run_memory,
+                  task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run every link over ``wires[interface]`` and the router.
+
+        ``runner(endpoint, *wires[interface], **options)`` drives one link: by default
+        :func:`~qbb.q3p.driver.run_memory` over ``(send, receive)`` channels; the emulated
+        mode passes :func:`~qbb.q3p.driver.run_udp` with ``(socket, peer)``."""
         async with trio.open_nursery() as nursery:
             for interface, link in self.links.items():
-                send, receive = wires[interface]
                 link.driver = await nursery.start(functools.partial(
-                    run_memory, link.endpoint, send, receive, clock=self.clock,
+                    runner, link.endpoint, *wires[interface], clock=self.clock,
                     events=functools.partial(self._on_link_event, interface),
                     key_interval=self.config.key_interval))
             nursery.start_soon(self._router_loop)
