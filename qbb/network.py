@@ -18,7 +18,8 @@ order), so both produce the same key stream (docs/keystore.md).  Every store is 
 an overlapping range twice or a receiver used key its peer never took.
 
 :func:`run_network` is the whole run (build, converge, relay keys, summary);
-:func:`run_from_cli` / :func:`add_arguments` are for ``qbb run`` (docs/node.md).
+:func:`run_from_cli` / :func:`add_arguments` are for ``qbb run`` (docs/node.md), with
+``--event`` options and console commands from :mod:`qbb.console`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import bisect
 import hashlib
 import json
+import os
 import random
 import sys
 from collections import Counter, deque
@@ -36,6 +38,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from qbb.console import HELP, merge_schedule, parse_event_option, run_console
 from qbb.errors import ConfigError
 from qbb.node import LinkHardware, NodeConfig, QBBNode
 from qbb.q3p.device import DeviceGroup
@@ -344,19 +347,24 @@ async def run_network(topology: Topology, duration_s: float, *,
                       on_progress: Callable[[dict], None] | None = None,
                       pairs: Sequence[tuple[str, str]] | None = None, keys_per_pair: int = 1,
                       key_bits: int = 256, relay_interval: float = 1.0,
-                      config: NodeConfig = NodeConfig(), seed: int = 0) -> dict[str, Any]:
+                      config: NodeConfig = NodeConfig(), seed: int = 0,
+                      console: trio.abc.ReceiveStream | None = None,
+                      console_write: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``topology`` for ``duration_s`` network seconds and return the summary.
 
     After convergence, every ``relay_interval`` one key of ``key_bits`` goes from the
     first to the second node of each pair (default :func:`all_pairs`), ``keys_per_pair``
     rounds in all, as long as the duration allows; ``on_progress`` gets a small dict
-    about once per second."""
+    about once per second.  Commands read from ``console`` (:mod:`qbb.console`) are
+    applied as they arrive; replies go to ``console_write``."""
     pairs = list(pairs) if pairs is not None else all_pairs(topology)
     async with trio.open_nursery() as nursery:
         net: EmbeddedNetwork = await nursery.start(
             EmbeddedNetwork(topology, config=config, seed=seed).run)
         if on_progress is not None:
             nursery.start_soon(_progress, net, on_progress)
+        if console is not None:
+            nursery.start_soon(run_console, net, console, console_write or _print_stderr)
         convergence = await net.wait_converged(timeout=duration_s)
         if convergence is not None:
             for _ in range(keys_per_pair):
@@ -392,6 +400,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="node pairs to relay keys between (default: every pair)")
     parser.add_argument("--key-bits", type=int, default=256, help="session key length")
     parser.add_argument("--seed", type=int, default=0, help="seed for link loss")
+    parser.add_argument("--event", action="append", default=[], metavar="AT:ACTION:TARGET[:VALUE]",
+                        help="schedule an event (repeatable), e.g. 5:link_down:A-B, "
+                        "8:key_rate:A-B:5000, 12:node_stop:C; merged with the topology's "
+                        "schedule")
+    parser.add_argument("--interactive", action="store_true",
+                        help="read commands from stdin while running (default when stdin "
+                        "is a terminal): link down A-B, link up A-B, rate A-B BPS, stop A, "
+                        "start A, status, help")
 
 
 def _parse_pairs(text: str | None) -> list[tuple[str, str]] | None:
@@ -406,6 +422,22 @@ def _parse_pairs(text: str | None) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def _print_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _console(args: argparse.Namespace) -> trio.abc.ReceiveStream | None:
+    """stdin as a trio stream when commands are wanted (``--interactive`` or a TTY)."""
+    interactive = getattr(args, "interactive", False)
+    if not interactive and not (sys.stdin is not None and sys.stdin.isatty()):
+        return None
+    if args.virtual_time:
+        if interactive:
+            raise ConfigError("--interactive needs real time (drop --virtual-time)")
+        return None
+    return trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+
+
 def _print_progress(point: dict) -> None:
     """One human-readable progress line per network second, on stderr."""
     state = "converged" if point.get("converged") else "converging"
@@ -418,14 +450,20 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
     """Run a topology as :func:`add_arguments` describes; exit status 0 if converged."""
     out = out or sys.stdout
     topology = load_topology(args.topology)
+    topology = merge_schedule(topology, [parse_event_option(text, topology)
+                                         for text in getattr(args, "event", None) or ()])
     pairs = _parse_pairs(args.pairs)
     names = {node.name for node in topology.nodes}
     for a, b in pairs or ():
         if a not in names or b not in names or a == b:
             raise ConfigError(f"--pairs: {a}:{b} does not name two nodes of {topology.name}")
     progress = None if args.json else _print_progress
+    console = _console(args)
+    if console is not None:
+        _print_stderr(HELP)
     main = lambda: run_network(topology, args.duration, on_progress=progress, pairs=pairs,  # noqa: E731
-                               keys_per_pair=args.relay, key_bits=args.key_bits, seed=args.seed)
+                               keys_per_pair=args.relay, key_bits=args.key_bits, seed=args.seed,
+                               console=console)
     clock = trio.testing.MockClock(autojump_threshold=0) if args.virtual_time else None
     summary = trio.run(main, clock=clock)
     if args.json:
