@@ -52,6 +52,21 @@ def key_deliveries(draw) -> KeyDelivery:
     return KeyDelivery(draw(u32), bits, bytes(key))
 
 
+def key_batches(max_keys: int = 8) -> st.SearchStrategy[tuple[KeyDelivery, ...]]:
+    """One or more KeyDelivery bodies that fit one KEY payload together."""
+    small = st.builds(lambda bits, key_id, data: KeyDelivery(
+        key_id, bits, _zero_padding(data[:(bits + 7) // 8].ljust((bits + 7) // 8, b"\0"), bits)),
+        st.integers(1, 2048), u32, st.binary(max_size=256))
+    return st.lists(st.one_of(small, key_deliveries()), min_size=1, max_size=max_keys).filter(
+        lambda keys: sum(6 + len(k.key) for k in keys) <= 0xFFFF).map(tuple)
+
+
+def _zero_padding(key: bytes, bits: int) -> bytes:
+    raw = bytearray(key)
+    raw[-1] &= 0xFF ^ ((1 << (-bits % 8)) - 1)
+    return bytes(raw)
+
+
 def connect_requests() -> st.SearchStrategy[ConnectRequest]:
     return st.builds(ConnectRequest, st.sampled_from(list(ServiceClass)), u32, u32,
                      st.text(min_size=1, max_size=40))

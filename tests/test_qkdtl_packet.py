@@ -20,23 +20,28 @@ from qbb.transport.packet import (
     ServiceClass,
     decode_body,
     decode_connect_request,
+    decode_key_deliveries,
     decode_key_delivery,
     decode_segment,
     encode_connect_request,
+    encode_key_deliveries,
     encode_key_delivery,
     encode_segment,
 )
-from strategies_transport import connect_requests, key_deliveries, mutations, segments
+from strategies_transport import (connect_requests, key_batches, key_deliveries, mutations,
+                                  segments)
 
 F = SegmentFlags
 CODECS = {
     "segment": (decode_segment, encode_segment),
     "key": (decode_key_delivery, encode_key_delivery),
+    "keys": (decode_key_deliveries, encode_key_deliveries),
     "connect": (decode_connect_request, encode_connect_request),
 }
 VALID = {
     "segment": segments().map(encode_segment),
     "key": key_deliveries().map(encode_key_delivery),
+    "keys": key_batches().map(encode_key_deliveries),
     "connect": connect_requests().map(encode_connect_request),
 }
 
@@ -78,6 +83,28 @@ def test_key_delivery_round_trip(body):
     data = encode_key_delivery(body)
     assert len(data) == 6 + (body.key_bits + 7) // 8
     assert decode_key_delivery(data) == body
+
+
+@given(key_batches())
+def test_key_deliveries_round_trip(keys):
+    data = encode_key_deliveries(keys)
+    assert data == b"".join(encode_key_delivery(k) for k in keys)  # bodies back to back
+    assert decode_key_deliveries(data) == keys
+    assert encode_key_deliveries(decode_key_deliveries(data)) == data
+
+
+@given(key_batches())
+def test_decode_body_of_several_keys(keys):
+    segment = Segment(1, 2, 3, flags=F.KEY, payload=encode_key_deliveries(keys))
+    assert decode_body(decode_segment(encode_segment(segment))) == (
+        keys if len(keys) > 1 else keys[0])
+
+
+@given(key_deliveries())
+def test_one_body_reads_the_same_both_ways(body):
+    data = encode_key_delivery(body)
+    assert decode_key_deliveries(data) == (body,)
+    assert encode_key_deliveries([body]) == data
 
 
 @given(connect_requests())
@@ -187,6 +214,20 @@ def test_key_delivery_errors():
     expect_decode_error(decode_key_delivery, bytes.fromhex("00000001" "0008" "abcd"), "<end>", 7)
 
 
+def test_key_deliveries_errors():
+    one = bytes.fromhex("00000001" "000c" "abc0")
+    expect_decode_error(decode_key_deliveries, b"", "key_id", 0)
+    expect_decode_error(decode_key_deliveries, one + bytes.fromhex("00000002" "0000"),
+                        "key_bits", 8 + 4)
+    expect_decode_error(decode_key_deliveries, one + bytes.fromhex("00000002" "000c" "abc1"),
+                        "key", 8 + 7)
+    expect_decode_error(decode_key_deliveries, one + bytes.fromhex("00000002" "0010" "ab"),
+                        "key", 8 + 6)
+    expect_decode_error(decode_key_deliveries, one + b"\x00\x00", "key_id", 8)
+    error = expect_decode_error(decode_key_deliveries, one + one[:5], "key_bits", 12)
+    assert "key delivery 1" in error.reason
+
+
 def test_connect_request_errors():
     good = encode_connect_request(ConnectRequest(ServiceClass.BEST_EFFORT, 0, 0, "app"))
     expect_decode_error(decode_connect_request, b"\x07" + good[1:], "service", 0)
@@ -246,6 +287,19 @@ def test_encode_key_delivery_errors(body, field):
 def test_encode_connect_request_errors(body, field):
     with pytest.raises(EncodeError) as info:
         encode_connect_request(body)
+    assert info.value.field == field, str(info.value)
+
+
+@pytest.mark.parametrize("keys, field", [
+    ((), "keys"),
+    (KeyDelivery(1, 8, b"\xab"), "keys"),
+    (None, "keys"),
+    ((KeyDelivery(1, 8, b"\xab"), KeyDelivery(2, 12, b"\xab")), "key"),
+    ((KeyDelivery(1, 0xFFFF, bytes(0x2000)),) * 8, "keys"),
+])
+def test_encode_key_deliveries_errors(keys, field):
+    with pytest.raises(EncodeError) as info:
+        encode_key_deliveries(keys)
     assert info.value.field == field, str(info.value)
 
 

@@ -3,8 +3,14 @@
 Trusted-relay key distribution (seed 002 §2.1, §2.5): the ingress node of a line of QBB
 nodes relays session keys to the egress node hop by hop, each hop one-time-pad encrypted
 with that link's QKD key (:mod:`qbb.relay`).  Every key is as large as one QKDTL KEY
-segment can carry (65,535 bits: the KeyDelivery length field is 16 bits), so one key is one
-QKDNL packet of 8,238 bytes and, at a link MTU of 9,000, one Q3P frame.
+body can carry (65,535 bits: the KeyDelivery length field is 16 bits).  Two framings:
+
+* ``veth/line3`` etc. (the original cases): one key per QKDTL KEY segment, so one key is
+  one QKDNL packet of 8,238 bytes and, at a link MTU of 9,000, one Q3P frame;
+* ``.../batch7-mtu65000``: a KEY segment carries several KeyDelivery bodies back to back;
+  at a link MTU of 65,000 (veth MTU 65,028) seven keys fill one QKDNL packet of 57,426
+  bytes = one Q3P frame, so every per-packet cost (Q3P seal/verify/ARQ, forwarding, the
+  syscalls) is shared by seven keys (:func:`qbb.relay.keys_per_segment`).
 
 Veth cases (``veth/line3``: one intermediate node, ``veth/line5``: three): one OS process
 per node (:mod:`qbb.bench.relay_node`: the real :class:`~qbb.node.QBBNode` -- Q3P endpoints,
@@ -42,12 +48,17 @@ from qbb.bench.relay_node import receive as wait_received
 from qbb.network import EmbeddedNetwork
 from qbb.netns import NetLab, require_root
 from qbb.q3p.keystore import is_initiator
+from qbb.relay import keys_per_segment
 from qbb.topology import LinkSpec, NodeSpec, Topology, dump_topology
 
 ANCHOR_MBPS = 123.0
 TARGET_MBPS = 600.0
-KEY_BITS = 65535  # the largest KeyDelivery: one key per QKDTL KEY segment
+KEY_BITS = 65535  # the largest KeyDelivery
 MTU = 9000  # Q3P frame; a 65,535-bit key needs 8,238 + 44 bytes
+BIG_MTU = 65000  # the largest Q3P MTU of a topology: 7 such keys per frame
+#: (nodes, Q3P MTU, keys per KEY segment) of every veth / embedded case
+CASES = ((3, MTU, 1), (3, BIG_MTU, keys_per_segment(KEY_BITS, BIG_MTU)),
+         (5, MTU, 1), (5, BIG_MTU, keys_per_segment(KEY_BITS, BIG_MTU)))
 RATE_BPS = 1e3  # devices barely run: the stores are pre-filled
 PACKET_KEY_BYTES = 8238 + 32 + 64  # QKDNL packet + one-time MAC key + margin per hop
 
@@ -107,20 +118,27 @@ class _Lines:
                 self.buffer += chunk
 
 
+def case_name(kind: str, n: int, mtu: int, batch: int) -> str:
+    """``veth/line3`` for the original framing, ``veth/line3/batch7-mtu65000`` otherwise."""
+    name = f"{kind}/line{n}"
+    return name if (mtu, batch) == (MTU, 1) else f"{name}/batch{batch}-mtu{mtu}"
+
+
 def _spawn_line(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
-                profile: str | None) -> list[subprocess.Popen]:
-    topology = line_topology(n)
-    path = os.path.join(workdir, f"line{n}.json")
+                profile: str | None, mtu: int, batch: int) -> list[subprocess.Popen]:
+    topology = line_topology(n, mtu)
+    tag = f"line{n}-mtu{mtu}-batch{batch}"
+    path = os.path.join(workdir, f"{tag}.json")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(dump_topology(topology))
     names = [node.name for node in topology.nodes]
     spaces = [lab.add_namespace() for _ in names]
-    veths = [lab.add_veth(spaces[i], spaces[i + 1], mtu=MTU + 28) for i in range(n - 1)]
+    veths = [lab.add_veth(spaces[i], spaces[i + 1], mtu=mtu + 28) for i in range(n - 1)]
     epoch, procs = time.time(), []
     for i, name in enumerate(names):
         argv = [sys.executable, "-m", "qbb.bench.relay_node", "--topology", path,
                 "--node", name, "--epoch", repr(epoch), "--prefill", str(prefill_bytes(keys)),
-                "--timeout", str(timeout), "--bits", str(KEY_BITS)]
+                "--timeout", str(timeout), "--bits", str(KEY_BITS), "--batch", str(batch)]
         if i > 0:
             v = veths[i - 1]
             argv += ["--link", f"{names[i - 1]}={v.addr_b},{v.addr_a}"]
@@ -130,15 +148,15 @@ def _spawn_line(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
         argv += (["--send", str(keys), "--to", names[-1]] if i == 0 else
                  ["--expect", str(keys)] if i == n - 1 else [])
         if profile:
-            argv += ["--profile", os.path.join(profile, f"line{n}-{name}.prof")]
+            argv += ["--profile", os.path.join(profile, f"{tag}-{name}.prof")]
         procs.append(lab.spawn(spaces[i], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE))
     return procs
 
 
 def veth_case(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
-              profile: str | None = None) -> Result:
-    procs = _spawn_line(lab, n, keys, timeout, workdir, profile)
+              profile: str | None = None, mtu: int = MTU, batch: int = 1) -> Result:
+    procs = _spawn_line(lab, n, keys, timeout, workdir, profile, mtu, batch)
     lines = [_Lines(proc) for proc in procs]
     deadline = time.monotonic() + timeout
     try:
@@ -162,9 +180,12 @@ def veth_case(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
     drops = {s["node"]: s["drops"] for s in stopped if s["drops"]}
     retransmits = sum(link["endpoint"].get("retransmit", 0)
                       for s in stopped for link in s["links"].values())
-    return Result("relay", f"veth/line{n}", "throughput", round(mbps, 1), "Mb/s", _extra(
-        mbps, relays=n - 2, key_bits=KEY_BITS, mtu=MTU, keys_sent=sent["keys"],
+    return Result("relay", case_name("veth", n, mtu, batch), "throughput", round(mbps, 1),
+                  "Mb/s", _extra(
+        mbps, relays=n - 2, key_bits=KEY_BITS, mtu=mtu, keys_per_segment=batch,
+        segments_sent=sent["segments"], keys_sent=sent["keys"],
         keys_delivered=got["keys"], seconds=round(got["span_s"], 3),
+        ingress_seconds=round(sent["seconds"], 3),
         identical=got["digest"] == sent["digest"] and got["keys"] == sent["keys"],
         complete=kind == "received" and got["keys"] == keys, convergence_s=round(max(ready), 2),
         ingress_refused=sent["refused"], retransmits=retransmits, drops=drops))
@@ -172,8 +193,8 @@ def veth_case(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
 
 # -- embedded: every node in this process ------------------------------------------------
 
-async def _embedded(n: int, keys: int, timeout: float) -> dict:
-    topology = line_topology(n)
+async def _embedded(n: int, keys: int, timeout: float, mtu: int, batch: int) -> dict:
+    topology = line_topology(n, mtu)
     prefill = prefill_bytes(keys)
     net = EmbeddedNetwork(topology, store_capacity=prefill + (4 << 20))
     for spec in topology.links:
@@ -183,10 +204,10 @@ async def _embedded(n: int, keys: int, timeout: float) -> dict:
     async with trio.open_nursery() as nursery:
         await nursery.start(net.run)
         convergence = await net.wait_converged(timeout)
-        egress = Egress(keys)
+        egress = Egress(keys, batch)
         net.relays[names[-1]].on_key = egress.on_key
         sent = await send_keys(net.relays[names[0]], net.plan.nodes[names[-1]].address,
-                               keys, KEY_BITS)
+                               keys, KEY_BITS, batch)
         with trio.move_on_after(timeout):
             await wait_received(egress, idle=3.0)
         nursery.cancel_scope.cancel()
@@ -194,26 +215,29 @@ async def _embedded(n: int, keys: int, timeout: float) -> dict:
             "drops": dict(net.drops()), "reuse": net.key_reuse_detected()}
 
 
-def embedded_case(n: int, keys: int, timeout: float) -> Result:
-    out = trio.run(_embedded, n, keys, timeout)
+def embedded_case(n: int, keys: int, timeout: float, mtu: int = MTU, batch: int = 1) -> Result:
+    out = trio.run(_embedded, n, keys, timeout, mtu, batch)
     got, sent = out["got"], out["sent"]
     span = got["span_s"] or float("inf")
     mbps = got["bits_in_span"] / span / 1e6
-    return Result("relay", f"embedded/line{n}", "throughput", round(mbps, 1), "Mb/s", _extra(
-        mbps, relays=n - 2, key_bits=KEY_BITS, mtu=MTU, keys_sent=sent["keys"],
+    return Result("relay", case_name("embedded", n, mtu, batch), "throughput", round(mbps, 1),
+                  "Mb/s", _extra(
+        mbps, relays=n - 2, key_bits=KEY_BITS, mtu=mtu, keys_per_segment=batch,
+        segments_sent=sent["segments"], keys_sent=sent["keys"],
         keys_delivered=got["keys"], seconds=round(got["span_s"], 3),
         identical=got["digest"] == sent["digest"] and got["keys"] == sent["keys"],
         complete=got["keys"] == keys, drops=out["drops"], key_reuse_detected=out["reuse"]))
 
 
 def run(quick: bool = False) -> Iterator[Result]:
-    """Session-key relay throughput over 1 and 3 relays (veth, one process per node)."""
+    """Session-key relay throughput over 1 and 3 relays (veth, one process per node),
+    one key per segment at MTU 9,000 and seven per segment at MTU 65,000."""
     keys, embedded_keys, timeout = (2500, 300, 20.0) if quick else (12000, 400, 40.0)
     profile = os.environ.get("QBB_RELAY_PROFILE")  # a directory: cProfile every node
     require_root()
     with tempfile.TemporaryDirectory(prefix="qbb-relay-") as workdir, NetLab() as lab:
-        for n in (3, 5):
-            yield veth_case(lab, n, keys, timeout, workdir, profile)
-    for n in (3, 5):
-        yield embedded_case(n, embedded_keys, timeout)
+        for n, mtu, batch in CASES:
+            yield veth_case(lab, n, keys, timeout, workdir, profile, mtu, batch)
+    for n, mtu, batch in CASES:
+        yield embedded_case(n, embedded_keys, timeout, mtu, batch)
 

@@ -16,8 +16,9 @@ Protocol with the bench (JSON lines on stdout, one command line on stdin):
 
 * ``{"ready": ...}`` once the node has a route to every other node;
 * the ingress (``--send N --to NAME``) waits for ``go`` on stdin, relays N session keys of
-  ``--bits`` bits as fast as its link queue takes them, prints ``{"sent": ...}`` and runs on
-  (its link must keep retransmitting) until SIGTERM;
+  ``--bits`` bits, ``--batch`` keys per KEY segment, as fast as its link queue takes
+  them, prints ``{"sent": ...}`` and runs on (its link must keep retransmitting) until
+  SIGTERM;
 * the egress (``--expect N``) prints ``{"received": ...}`` (keys, bits, first-to-last
   delivery span, SHA-256 over the keys in arrival order) after N keys, ``--idle`` seconds
   without a key, or ``--timeout``, and exits;
@@ -61,7 +62,7 @@ __all__ = ["Egress", "UdpNode", "build_hardware", "main", "prefill_store", "rece
            "send_keys"]
 
 PREFILL_SEED = b"qbb/bench/relay/prefill"
-SEND_BATCH = 32  # keys queued per turn of the ingress loop
+SEND_BATCH = 32  # segments queued per turn of the ingress loop
 
 
 def prefill_store(store: LinkKeyStore, topology: Topology, a: str, b: str, nbytes: int) -> None:
@@ -114,10 +115,13 @@ class UdpNode(QBBNode):
 
 
 class Egress:
-    """Counts the keys that reach this node and when (``on_key`` of its relay)."""
+    """Counts the keys that reach this node and when (``on_key`` of its relay).
 
-    def __init__(self, expect: int) -> None:
-        self.expect, self.count, self.bits = expect, 0, 0
+    The first ``batch`` keys arrive in the first segment, all at the start of the span:
+    their bits are not counted in ``bits_in_span``."""
+
+    def __init__(self, expect: int, batch: int = 1) -> None:
+        self.expect, self.batch, self.count, self.bits = expect, batch, 0, 0
         self.first = self.last = None
         self.first_bits = 0
         self.digest = hashlib.sha256()
@@ -126,7 +130,9 @@ class Egress:
     def on_key(self, key: RelayedKey) -> None:
         self.last = time.perf_counter()
         if self.first is None:
-            self.first, self.first_bits = self.last, key.bits
+            self.first = self.last
+        if self.count < self.batch:
+            self.first_bits += key.bits
         self.count += 1
         self.bits += key.bits
         self.digest.update(key.key)
@@ -139,21 +145,26 @@ class Egress:
                 "bits_in_span": self.bits - self.first_bits, "digest": self.digest.hexdigest()}
 
 
-async def send_keys(relay: KeyRelay, destination: str, count: int, bits: int) -> dict:
-    """Relay ``count`` keys as fast as the link queue accepts them."""
-    digest, sent, failed = hashlib.sha256(), 0, 0
+async def send_keys(relay: KeyRelay, destination: str, count: int, bits: int,
+                    batch: int = 1) -> dict:
+    """Relay ``count`` keys, ``batch`` per segment, as fast as the link queue accepts them."""
+    digest, sent, failed, segments = hashlib.sha256(), 0, 0, 0
     start = time.perf_counter()
     while sent < count:
-        for _ in range(min(SEND_BATCH, count - sent)):
-            key = relay.send_key(destination, bits)
-            if key is None:
+        for _ in range(SEND_BATCH):
+            if sent >= count:
+                break
+            keys = relay.send_keys(destination, bits, min(batch, count - sent))
+            if keys is None:
                 failed += 1
                 await trio.sleep(0.001)
                 break
-            digest.update(key.key)
-            sent += 1
+            for key in keys:
+                digest.update(key.key)
+            sent += len(keys)
+            segments += 1
         await trio.sleep(0)
-    return {"keys": sent, "bits": sent * bits, "refused": failed,
+    return {"keys": sent, "segments": segments, "bits": sent * bits, "refused": failed,
             "seconds": time.perf_counter() - start, "digest": digest.hexdigest()}
 
 
@@ -192,7 +203,7 @@ async def run(args: argparse.Namespace) -> None:
     node = UdpNode(args.node, topology, plan, build_hardware(topology, args.node, args.prefill),
                    clock=lambda: time.time() - epoch)
     relay = KeyRelay(node)
-    egress = Egress(args.expect) if args.expect else None
+    egress = Egress(args.expect, args.batch) if args.expect else None
     if egress is not None:
         relay.on_key = egress.on_key
     sockets = _sockets(node, plan, args.link)
@@ -210,7 +221,7 @@ async def run(args: argparse.Namespace) -> None:
                     if args.send:
                         await _read_go()
                         _print({"sent": await send_keys(relay, plan.nodes[args.to].address,
-                                                        args.send, args.bits)})
+                                                        args.send, args.bits, args.batch)})
                     async for _ in signals:
                         break
                     _print({"stopped": node_report(node)})
@@ -257,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--send", type=int, default=0, help="keys to relay (ingress)")
     p.add_argument("--to", help="egress node name")
     p.add_argument("--bits", type=int, default=65535, help="bits per session key")
+    p.add_argument("--batch", type=int, default=1, help="keys per KEY segment")
     p.add_argument("--expect", type=int, default=0, help="keys to wait for (egress)")
     p.add_argument("--idle", type=float, default=3.0, help="egress gives up after this idle")
     p.add_argument("--timeout", type=float, default=60.0)

@@ -14,8 +14,9 @@ a 20-byte big-endian header followed by ``length`` payload bytes::
   same (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10, ECE 0x40, CWR 0x80); KEY takes PSH's
   0x08. Bits 0x0020 and 0xFF00 are reserved and must be zero. KEY and SYN are
   mutually exclusive, so a payload is always read one way:
-  KEY -> :class:`KeyDelivery`; SYN -> :class:`ConnectRequest` (or empty);
-  otherwise opaque bytes (see :func:`decode_body`).
+  KEY -> one or more :class:`KeyDelivery` bodies back to back (each self-delimiting by
+  its ``key_bits``; several keys per segment amortise the per-packet cost of relaying);
+  SYN -> :class:`ConnectRequest` (or empty); otherwise opaque bytes (see :func:`decode_body`).
 * ``window`` is the receive window in KiB (units of :data:`WINDOW_UNIT` bytes)
   beyond ``ack``.
 * ``checksum`` is RFC 1071 over the whole segment with the checksum field zero and
@@ -29,6 +30,7 @@ same bytes. The byte layouts are tabled in ``docs/wire/qkdtl.md``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import construct as c
@@ -234,6 +236,46 @@ def decode_key_delivery(data: bytes) -> KeyDelivery:
     return KeyDelivery(value.key_id, value.key_bits, value.key)
 
 
+def encode_key_deliveries(keys: Sequence[KeyDelivery]) -> bytes:
+    """One or more KeyDelivery bodies back to back (the payload of a KEY segment)."""
+    if isinstance(keys, KeyDelivery) or not isinstance(keys, Sequence) or not keys:
+        raise EncodeError(LAYER, "keys", "a KEY payload carries a non-empty sequence of keys")
+    data = b"".join(encode_key_delivery(body) for body in keys)
+    if len(data) > MAX_PAYLOAD:
+        raise EncodeError(LAYER, "keys", f"{len(data)} bytes exceed the {MAX_PAYLOAD}-byte payload")
+    return data
+
+
+def _body_end(data: bytes, offset: int) -> int:
+    """End of the body starting at ``offset`` (may lie beyond the data: truncation)."""
+    if len(data) - offset < _KEY_OFFSET:
+        return len(data)
+    bits = int.from_bytes(data[offset + 4:offset + _KEY_OFFSET], "big")
+    return offset + _KEY_OFFSET + (bits + 7) // 8
+
+
+def decode_key_deliveries(data: bytes) -> tuple[KeyDelivery, ...]:
+    """Bytes -> the KeyDelivery bodies of a KEY payload, in order (at least one).
+
+    Errors name the field of the body that fails, with offsets relative to the payload.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return (decode_key_delivery(data),)  # raises DecodeError naming the type
+    data = bytes(data)
+    if not data:
+        fail(LAYER, "key_id", 0, "a KEY payload carries at least one key delivery")
+    keys, offset = [], 0
+    while offset < len(data):
+        end = _body_end(data, offset)
+        try:
+            keys.append(decode_key_delivery(data[offset:end]))
+        except DecodeError as error:
+            raise DecodeError(LAYER, error.field, offset + error.offset,
+                              f"key delivery {len(keys)}: {error.reason}") from None
+        offset = end
+    return tuple(keys)
+
+
 # --- SYN body --------------------------------------------------------------------
 
 def encode_connect_request(body: ConnectRequest) -> bytes:
@@ -268,17 +310,20 @@ def decode_connect_request(data: bytes) -> ConnectRequest:
 
 # --- dispatch --------------------------------------------------------------------
 
-def decode_body(segment: Segment) -> KeyDelivery | ConnectRequest | bytes:
+def decode_body(segment: Segment) -> (KeyDelivery | tuple[KeyDelivery, ...] | ConnectRequest
+                                      | bytes):
     """Read a segment's payload by its flags.
 
-    KEY -> :class:`KeyDelivery`; SYN with a payload -> :class:`ConnectRequest`;
+    KEY -> :class:`KeyDelivery` when the payload holds one body, the tuple of
+    :func:`decode_key_deliveries` when it holds several; SYN with a payload -> :class:`ConnectRequest`;
     anything else -> the payload bytes unchanged (empty for a bare ACK, SYN+ACK
     accepting the requested service, FIN or RST). Errors name ``payload.<field>``
     with offsets counted from the start of the segment.
     """
     try:
         if segment.flags & SegmentFlags.KEY:
-            return decode_key_delivery(segment.payload)
+            keys = decode_key_deliveries(segment.payload)
+            return keys[0] if len(keys) == 1 else keys
         if segment.flags & SegmentFlags.SYN and segment.payload:
             return decode_connect_request(segment.payload)
     except DecodeError as error:

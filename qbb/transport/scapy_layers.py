@@ -3,8 +3,8 @@
 :class:`QKDTL` is the 20-byte segment header of :mod:`qbb.transport.packet`; ``len``
 and ``chksum`` are filled in ``post_build`` when left ``None`` (the checksum is
 RFC 1071 over the segment, no pseudo-header). The payload is read by the flags as
-the codec does: KEY -> :class:`QKDTLKey` (key id, bit length, key bytes), SYN with
-a payload -> :class:`QKDTLConnect`, anything else -> ``Raw``. Importing this module
+the codec does: KEY -> one :class:`QKDTLKey` (key id, bit length, key bytes) per
+body, SYN with a payload -> :class:`QKDTLConnect`, anything else -> ``Raw``. Importing this module
 binds ``IP / QKDTL`` on ``proto=253``, so scapy and Wireshark-style dissection of a
 QKDNL packet (an IPv4 layout) continues into the transport segment.
 """
@@ -73,7 +73,8 @@ class QKDTL(Packet):
 
 
 class QKDTLKey(Packet):
-    """Key-delivery body of a KEY segment."""
+    """Key-delivery body of a KEY segment; further bodies of the same segment follow as
+    further ``QKDTLKey`` layers (``packet[QKDTLKey:2]`` is the second key)."""
 
     name = "QKDTL key delivery"
     fields_desc = [
@@ -83,8 +84,11 @@ class QKDTLKey(Packet):
         StrLenField("key", b"", length_from=lambda pkt: (pkt.key_bits + 7) // 8),
     ]
 
-    def extract_padding(self, s: bytes) -> tuple[bytes, bytes]:
-        return b"", s
+    def extract_padding(self, s: bytes) -> tuple[bytes, None]:
+        return s, None  # QKDTL.extract_padding already cut the segment at ``len``
+
+    def default_payload_class(self, payload: bytes) -> type[Packet]:
+        return QKDTLKey
 
 
 class QKDTLConnect(Packet):
