@@ -47,7 +47,7 @@ def test_bench_codecs_json_rows(capsys):
     cases = {row["case"] for row in rows}
     assert {"ospf-lsu", "qkdnl-header", "q3p-frame-1444B", "qrokr-reserve"} <= cases
     speedups = [r for r in rows if r["metric"].endswith("_speedup")]
-    assert len(speedups) == 6
+    assert len(speedups) == 10
 
 
 SUMMARY_KEYS = {"mode", "nodes", "links", "converged", "convergence_s", "keys_delivered_bits",

@@ -1,8 +1,9 @@
 """``qbb bench codecs``: per-message encode and decode time of every codec.
 
-For the two hot-path headers (Q3P frames, QKDNL packets) both implementations are timed
-in the same run: the construct ``Struct`` that is the specification and the ``struct``
-fast path that the tests prove identical; the ratio between them is reported.
+For the hot-path codecs (Q3P frames, QKDNL packets, OSPF Hello and LS Update) both
+implementations are timed in the same run: the construct ``Struct`` that is the
+specification and the ``struct`` fast path that the tests prove identical; the ratio
+between them is reported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from qbb.transport.packet import decode_segment, encode_segment
 from qbb.wire import PROTO_ICMP, PROTO_OSPF, PROTO_QKDTL, PROTO_QROKR
 
 BENCH = "codecs"
+#: OSPF packets whose construct specification is also timed (the fast path's ratio)
+OSPF_SPEEDUP = ("ospf-hello", "ospf-lsu")
 
 #: protocol -> (decode, encode) of the message a QKDNL packet carries
 INNER = {
@@ -39,6 +42,9 @@ def _cases() -> Iterator[tuple[str, Callable[[Any], bytes], Callable[[bytes], An
     hello = samples.network_samples()["ospf-hello"]
     yield "qkdnl-header", qkdnl.encode_packet, qkdnl.decode_packet, hello
     yield "qkdnl-header[construct]", qkdnl.encode_packet_spec, qkdnl.decode_packet_spec, hello
+    for name in OSPF_SPEEDUP:
+        yield (f"{name}[construct]", ospf.encode_packet_spec, ospf.decode_packet_spec,
+               samples.ospf_samples()[name])
     for size in (1444, 65_000):
         frame = q3p.Q3PFrame(1, q3p.Command.DATA, bytes(size), bytes(16), encrypted=True,
                              e_offset=1 << 40, a_offset=1 << 41)
@@ -59,7 +65,7 @@ def run(quick: bool) -> Iterator[Result]:
             timings[f"{case}/{op}"] = seconds
             yield Result(BENCH, case, f"{op}_us", seconds * 1e6, "us/msg",
                          {"bytes": len(data), "msgs_per_s": round(1 / seconds)})
-    for base in ("qkdnl-header", "q3p-frame-1444B", "q3p-frame-65000B"):
+    for base in ("qkdnl-header", "q3p-frame-1444B", "q3p-frame-65000B", *OSPF_SPEEDUP):
         for op in ("encode", "decode"):
             ratio = timings[f"{base}[construct]/{op}"] / timings[f"{base}/{op}"]
             yield Result(BENCH, base, f"{op}_speedup", ratio, "x",

@@ -18,6 +18,12 @@ decode succeeds.  LS sequence numbers are signed (``INITIAL_SEQUENCE_NUMBER`` is
 0x80000001 on the wire, i.e. ``-0x7FFFFFFF``).  :func:`compare_lsa` decides which of
 two instances is more recent (RFC 2328 13.1) and :func:`lsa_key` names an LSA in the
 link-state database.
+
+The construct structures (:data:`HEADER`, :data:`ROUTER_BODY`, :data:`SUMMARY_BODY`) and
+the ``*_spec`` functions are the specification.  The public codec functions first try the
+``struct`` fast path of :mod:`qbb.routing.fastpath`, which returns the specification's
+result or ``None`` when the input is not a plain valid message; on ``None`` they run the
+``*_spec`` function, which gives the same value or raises the precise error.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ __all__ = [
     "INITIAL_SEQUENCE_NUMBER", "LSA_HEADER_SIZE", "MAX_AGE", "MAX_AGE_DIFF",
     "MAX_SEQUENCE_NUMBER", "LinkType", "Lsa", "LsaHeader", "LsType", "RouterFlags",
     "RouterLSA", "RouterLink", "SummaryLSA", "TosMetric", "UnknownLSA", "as_ls_type",
-    "compare_lsa", "decode_lsa", "decode_lsa_at", "decode_lsa_header",
-    "decode_lsa_header_at", "encode_lsa", "encode_lsa_header",
-    "is_newer", "lsa_checksum", "lsa_header", "lsa_key", "verify_lsa_checksum"]
+    "compare_lsa", "decode_lsa", "decode_lsa_at", "decode_lsa_at_spec", "decode_lsa_header",
+    "decode_lsa_header_at", "decode_lsa_header_at_spec", "decode_lsa_header_spec",
+    "decode_lsa_spec", "encode_lsa", "encode_lsa_header", "encode_lsa_header_spec",
+    "encode_lsa_spec", "is_newer", "lsa_checksum", "lsa_header", "lsa_header_spec",
+    "lsa_key", "verify_lsa_checksum"]
 
 MAX_AGE = 3600  # seconds (RFC 2328 B)
 MAX_AGE_DIFF = 900  # seconds
@@ -207,19 +215,19 @@ SUMMARY_BODY = c.Struct(
 
 # -- LSA header ---------------------------------------------------------------------
 
-def decode_lsa_header(data: bytes) -> LsaHeader:
-    """Decode exactly one 20-byte LSA header."""
+def decode_lsa_header_spec(data: bytes) -> LsaHeader:
+    """:func:`decode_lsa_header` through the construct specification."""
     require_bytes(data, LAYER)
-    return decode_lsa_header_at(data, 0, len(data), "lsa_header")
+    return decode_lsa_header_at_spec(data, 0, len(data), "lsa_header")
 
 
-def encode_lsa_header(header: LsaHeader, field: str = "lsa_header") -> bytes:
-    """Encode an LSA header; checksum and length are taken as given."""
+def encode_lsa_header_spec(header: LsaHeader, field: str = "lsa_header") -> bytes:
+    """:func:`encode_lsa_header` through the construct specification."""
     return build_as(HEADER, vars(header), field)
 
 
-def decode_lsa_header_at(data: bytes, start: int, end: int, field: str) -> LsaHeader:
-    """Decode the LSA header in ``data[start:end]`` (errors: ``field``, absolute offsets)."""
+def decode_lsa_header_at_spec(data: bytes, start: int, end: int, field: str) -> LsaHeader:
+    """:func:`decode_lsa_header_at` through the construct specification."""
     value = parse_at(HEADER, data, start, end, field)
     return LsaHeader(
         ls_type=as_ls_type(value.ls_type), link_state_id=value.link_state_id,
@@ -230,21 +238,18 @@ def decode_lsa_header_at(data: bytes, start: int, end: int, field: str) -> LsaHe
 
 # -- whole LSAs ---------------------------------------------------------------------
 
-def decode_lsa(data: bytes) -> Lsa:
-    """Decode one LSA occupying all of ``data``."""
+def decode_lsa_spec(data: bytes) -> Lsa:
+    """:func:`decode_lsa` through the construct specification."""
     require_bytes(data, LAYER)
-    lsa, end = decode_lsa_at(data, 0, "lsa")
+    lsa, end = decode_lsa_at_spec(data, 0, "lsa")
     if end != len(data):
         fail(LAYER, "lsa.length", 18, f"LSA length {end} but {len(data)} bytes given")
     return lsa
 
 
-def decode_lsa_at(data: bytes, start: int, field: str) -> tuple[Lsa, int]:
-    """Decode the LSA at ``data[start:]``; returns it and the offset just after it.
-
-    Errors name fields below ``field`` and give offsets into the whole ``data``.
-    """
-    header = decode_lsa_header_at(data, start, start + LSA_HEADER_SIZE, field)
+def decode_lsa_at_spec(data: bytes, start: int, field: str) -> tuple[Lsa, int]:
+    """:func:`decode_lsa_at` through the construct specification."""
+    header = decode_lsa_header_at_spec(data, start, start + LSA_HEADER_SIZE, field)
     end = start + header.length
     if end > len(data):
         fail(LAYER, f"{field}.length", start + 18,
@@ -299,14 +304,14 @@ def _decode_summary(header: LsaHeader, data: bytes, start: int, end: int,
         **_common(header))
 
 
-def encode_lsa(lsa: Lsa) -> bytes:
-    """Encode an LSA, filling in its length and Fletcher checksum."""
+def encode_lsa_spec(lsa: Lsa) -> bytes:
+    """:func:`encode_lsa` through the construct specification."""
     body = _encode_body(lsa)
     length = LSA_HEADER_SIZE + len(body)
     if length > _MAX_LENGTH:
         raise _encode_error("lsa.length", f"LSA of {length} bytes exceeds 65535")
     header = LsaHeader(ls_type=lsa.ls_type, length=length, **_common(lsa))
-    raw = encode_lsa_header(header, "lsa") + body
+    raw = encode_lsa_header_spec(header, "lsa") + body
     return raw[:16] + lsa_checksum(raw).to_bytes(2, "big") + raw[18:]
 
 
@@ -334,12 +339,12 @@ def _encode_error(field: str, reason: str) -> EncodeError:
 
 # -- identity and ordering (RFC 2328 12.1, 13.1) ------------------------------------
 
-def lsa_header(lsa: Lsa | LsaHeader) -> LsaHeader:
-    """The header of ``lsa`` as it appears on the wire (checksum and length filled)."""
+def lsa_header_spec(lsa: Lsa | LsaHeader) -> LsaHeader:
+    """:func:`lsa_header` through the construct specification."""
     if isinstance(lsa, LsaHeader):
         return lsa
-    raw = encode_lsa(lsa)
-    return decode_lsa_header_at(raw, 0, LSA_HEADER_SIZE, "lsa")
+    raw = encode_lsa_spec(lsa)
+    return decode_lsa_header_at_spec(raw, 0, LSA_HEADER_SIZE, "lsa")
 
 
 def lsa_key(lsa: Lsa | LsaHeader) -> tuple[int, str, str]:
@@ -370,3 +375,64 @@ def compare_lsa(a: Lsa | LsaHeader, b: Lsa | LsaHeader) -> int:
 def is_newer(a: Lsa | LsaHeader, b: Lsa | LsaHeader) -> bool:
     """True when ``a`` is a more recent instance than ``b`` (RFC 2328 13.1)."""
     return compare_lsa(a, b) > 0
+
+
+# -- public codec functions: fast path first, the specification for everything else ------
+
+def decode_lsa_header(data: bytes) -> LsaHeader:
+    """Decode exactly one 20-byte LSA header."""
+    header = _fastpath().try_decode_lsa_header(data)
+    return decode_lsa_header_spec(data) if header is None else header
+
+
+def encode_lsa_header(header: LsaHeader, field: str = "lsa_header") -> bytes:
+    """Encode an LSA header; checksum and length are taken as given."""
+    raw = _fastpath().try_encode_lsa_header(header)
+    return encode_lsa_header_spec(header, field) if raw is None else raw
+
+
+def decode_lsa_header_at(data: bytes, start: int, end: int, field: str) -> LsaHeader:
+    """Decode the LSA header in ``data[start:end]`` (errors: ``field``, absolute offsets)."""
+    header = _fastpath().try_decode_lsa_header_at(data, start, end)
+    return decode_lsa_header_at_spec(data, start, end, field) if header is None else header
+
+
+def decode_lsa(data: bytes) -> Lsa:
+    """Decode one LSA occupying all of ``data``."""
+    lsa = _fastpath().try_decode_lsa(data)
+    return decode_lsa_spec(data) if lsa is None else lsa
+
+
+def decode_lsa_at(data: bytes, start: int, field: str) -> tuple[Lsa, int]:
+    """Decode the LSA at ``data[start:]``; returns it and the offset just after it.
+
+    Errors name fields below ``field`` and give offsets into the whole ``data``.
+    """
+    found = _fastpath().try_decode_lsa_at(data, start)
+    return decode_lsa_at_spec(data, start, field) if found is None else found
+
+
+def encode_lsa(lsa: Lsa) -> bytes:
+    """Encode an LSA, filling in its length and Fletcher checksum."""
+    raw = _fastpath().try_encode_lsa(lsa)
+    return encode_lsa_spec(lsa) if raw is None else raw
+
+
+def lsa_header(lsa: Lsa | LsaHeader) -> LsaHeader:
+    """The header of ``lsa`` as it appears on the wire (checksum and length filled)."""
+    if isinstance(lsa, LsaHeader):
+        return lsa
+    header = _fastpath().try_lsa_header(lsa)
+    return lsa_header_spec(lsa) if header is None else header
+
+
+_FASTPATH = None
+
+
+def _fastpath():
+    """:mod:`qbb.routing.fastpath`, imported on first use (it imports this module)."""
+    global _FASTPATH  # noqa: PLW0603 - a one-time lazy import
+    if _FASTPATH is None:
+        from qbb.routing import fastpath
+        _FASTPATH = fastpath
+    return _FASTPATH

@@ -20,6 +20,12 @@ Decoding is strict and canonical: the packet length must equal the buffer, check
 must verify (the packet's here, each LSA's in :mod:`qbb.routing.lsa`), reserved bits
 must be zero and list lengths must be whole multiples of their item size, so that
 ``encode_packet(decode_packet(b)) == b`` whenever the decode succeeds.
+
+The construct structures below and :func:`decode_packet_spec` / :func:`encode_packet_spec`
+are the specification.  :func:`decode_packet` / :func:`encode_packet` first try the
+``struct`` fast path of :mod:`qbb.routing.fastpath`, which returns the specification's
+result or ``None`` when the input is not a plain valid message; on ``None`` they run the
+specification, which gives the same value or raises the precise error.
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ from qbb.errors import EncodeError
 from qbb.routing.common import (
     LAYER, EnumField, FlagField, Options, OptionsField, build_as, frozen_tuple, parse_at)
 from qbb.routing.lsa import (
-    LSA_HEADER_SIZE, Lsa, LsaHeader, as_ls_type, decode_lsa_at, decode_lsa_header_at,
-    encode_lsa, encode_lsa_header)
+    LSA_HEADER_SIZE, Lsa, LsaHeader, as_ls_type, decode_lsa_at_spec,
+    decode_lsa_header_at_spec, encode_lsa_header_spec, encode_lsa_spec)
 
 __all__ = [
     "AuType", "DatabaseDescription", "DdFlags", "Hello", "LinkStateAck",
     "LinkStateRequest", "LinkStateUpdate", "LsRequest", "OspfPacket", "PacketType",
-    "HEADER_SIZE", "decode_packet", "encode_packet", "packet_checksum"]
+    "HEADER_SIZE", "decode_packet", "decode_packet_spec", "encode_packet",
+    "encode_packet_spec", "packet_checksum"]
 
 HEADER_SIZE = 24
 _MAX_LENGTH = 0xFFFF
@@ -209,6 +216,12 @@ def packet_checksum(packet: bytes) -> int:
 
 def decode_packet(data: bytes) -> OspfPacket:
     """Decode one OSPFv2 packet occupying all of ``data``."""
+    packet = _fast.try_decode_packet(data)
+    return decode_packet_spec(data) if packet is None else packet
+
+
+def decode_packet_spec(data: bytes) -> OspfPacket:
+    """:func:`decode_packet` through the construct specification."""
     require_bytes(data, LAYER)
     header = parse_at(HEADER, data, 0, HEADER_SIZE, "header")
     if header.length != len(data):
@@ -236,7 +249,7 @@ def _check_items(data: bytes, start: int, size: int, field: str) -> int:
 def _lsa_headers(data: bytes, start: int, field: str) -> tuple[LsaHeader, ...]:
     count = _check_items(data, start, LSA_HEADER_SIZE, field)
     offsets = (start + i * LSA_HEADER_SIZE for i in range(count))
-    return tuple(decode_lsa_header_at(data, at, at + LSA_HEADER_SIZE, f"{field}[{i}]")
+    return tuple(decode_lsa_header_at_spec(data, at, at + LSA_HEADER_SIZE, f"{field}[{i}]")
                  for i, at in enumerate(offsets))
 
 
@@ -269,7 +282,7 @@ def _decode_lsu(data: bytes) -> LinkStateUpdate:
     for i in range(count):
         if offset >= len(data):
             fail(LAYER, "lsu.lsa_count", HEADER_SIZE, f"{count} LSAs announced, {i} present")
-        lsa, offset = decode_lsa_at(data, offset, f"lsu.lsas[{i}]")
+        lsa, offset = decode_lsa_at_spec(data, offset, f"lsu.lsas[{i}]")
         lsas.append(lsa)
     if offset != len(data):
         fail(LAYER, "lsu.lsa_count", HEADER_SIZE,
@@ -297,6 +310,12 @@ _DECODERS = {PacketType.HELLO: _decode_hello,
 
 def encode_packet(packet: OspfPacket) -> bytes:
     """Encode a packet, filling in its length and checksum."""
+    raw = _fast.try_encode_packet(packet)
+    return encode_packet_spec(packet) if raw is None else raw
+
+
+def encode_packet_spec(packet: OspfPacket) -> bytes:
+    """:func:`encode_packet` through the construct specification."""
     encoder = _ENCODERS.get(type(packet.body))
     if encoder is None:
         raise EncodeError(LAYER, "body", f"not an OSPF body: {type(packet.body).__name__}")
@@ -321,7 +340,7 @@ def _encode_hello(hello: Hello) -> bytes:
 
 
 def _encode_headers(headers: tuple[LsaHeader, ...], field: str) -> bytes:
-    return b"".join(_encode_item(encode_lsa_header, h, f"{field}[{i}]")
+    return b"".join(_encode_item(encode_lsa_header_spec, h, f"{field}[{i}]")
                     for i, h in enumerate(headers))
 
 
@@ -337,7 +356,7 @@ def _encode_lsr(lsr: LinkStateRequest) -> bytes:
 
 def _encode_lsu(lsu: LinkStateUpdate) -> bytes:
     count = build_as(_LSA_COUNT, len(lsu.lsas), "lsu.lsa_count")
-    return count + b"".join(_encode_item(encode_lsa, lsa, f"lsu.lsas[{i}]")
+    return count + b"".join(_encode_item(encode_lsa_spec, lsa, f"lsu.lsas[{i}]")
                             for i, lsa in enumerate(lsu.lsas))
 
 
@@ -357,3 +376,7 @@ def _encode_item(encoder: Any, item: Any, field: str) -> bytes:
 _ENCODERS = {Hello: _encode_hello, DatabaseDescription: _encode_dd,
              LinkStateRequest: _encode_lsr, LinkStateUpdate: _encode_lsu,
              LinkStateAck: _encode_lsack}
+
+
+# The fast path imports this module's classes, so it is bound last (see fastpath.py).
+from qbb.routing import fastpath as _fast  # noqa: E402
