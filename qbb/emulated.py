@@ -481,7 +481,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_cli(args: argparse.Namespace, out=None) -> int:
     """``qbb run --mode netns``: exit status 0 if the network converged."""
-    from qbb.network import _parse_pairs, _print_progress
+    from qbb.network import _parse_pairs, _print_progress, print_summary
 
     out = out or sys.stdout
     if getattr(args, "virtual_time", False):
@@ -496,13 +496,7 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
                            key_bits=args.key_bits, capture_dir=getattr(args, "capture", None),
                            netem=parse_netem(getattr(args, "netem", None)),
                            on_progress=None if args.json else _print_progress)
-    if args.json:
-        print(json.dumps(summary), file=out)
-    else:
-        width = max(len(key) for key in summary)
-        for key, value in summary.items():
-            print(f"{key:{width}s}  {value}", file=out)
-    return 0 if summary["converged"] else 1
+    return print_summary(summary, args.json, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

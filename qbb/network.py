@@ -466,7 +466,13 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
                                console=console)
     clock = trio.testing.MockClock(autojump_threshold=0) if args.virtual_time else None
     summary = trio.run(main, clock=clock)
-    if args.json:
+    return print_summary(summary, args.json, out)
+
+
+def print_summary(summary: dict, as_json: bool, out=None) -> int:
+    """Print a run's summary (one JSON object, or aligned lines); exit status 0 if converged."""
+    out = out or sys.stdout
+    if as_json:
         print(json.dumps(summary), file=out)
     else:
         width = max(len(key) for key in summary)

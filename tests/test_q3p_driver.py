@@ -8,7 +8,6 @@ import socket
 import struct
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 import trio
@@ -16,24 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qbb.q3p.driver import LinkDriver, LoopbackPair, memory_wire, run_memory, run_udp
+from qbb.q3p.events import Delivered, LinkDown, LinkUp
 from qbb.q3p.faults import FaultInjector, flip_bit
-
-
-@dataclass(frozen=True)
-class Delivered:
-    channel: int
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class LinkUp:
-    peer_id: str
-
-
-@dataclass(frozen=True)
-class LinkDown:
-    peer_id: str
-    reason: str
 
 
 class StandInEndpoint:
