@@ -95,8 +95,11 @@ class Originator:
                   now: float) -> list[Lsa]:
         """New own instances for ``area`` (install and flood them, in order)."""
         own = {key for key in lsdb.entries if key[2] == self.router_id}
+        # a deferred or forced LSA may be neither installed (flushed and removed) nor
+        # desired any more: visit it too, so that its pending origination is dropped
+        waiting = {key for a, key in (*self.deferred, *self.forced) if a == area}
         out = []
-        for key in sorted(own | set(desired)):
+        for key in sorted(own | set(desired) | waiting):
             lsa = self._one(area, lsdb, key, desired.get(key), now)
             if lsa is not None:
                 out.append(lsa)

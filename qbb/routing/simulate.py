@@ -14,6 +14,8 @@ does, no router has unacknowledged, requested or deferred LSAs, no Database
 Description / Request / Update / Ack packet is in flight, and all routers of an area that
 are connected by up links hold identical LSDBs (same instances of the same LSAs).
 Counts (LSAs sent, packets by type, losses) are cumulative in :attr:`Simulation.counts`.
+A router whose timer is still due after ``handle_timer`` would stop virtual time, so
+:meth:`Simulation.step` raises RuntimeError instead of spinning.
 
 :func:`random_network` builds a random connected single-area topology with addresses from
 :func:`qbb.routing.addressing.plan_addresses`; :func:`converge` measures a cold start of
@@ -155,6 +157,10 @@ class Simulation:
         self.now = max(self.now, timer[0])
         router = self.routers[timer[1]]
         self._call(timer[1], lambda: router.handle_timer(self.now))
+        due = self._timers[timer[1]]
+        if due is not None and due <= self.now:  # would spin at this instant for ever
+            raise RuntimeError(f"router {timer[1]}: timer still due at {self.now} after "
+                               "handle_timer")
         return self.now
 
     def run(self, until: float) -> None:
