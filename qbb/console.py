@@ -22,7 +22,7 @@ table ``status`` prints.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from qbb.errors import ConfigError
 from qbb.topology import ACTIONS, ScheduledEvent, Topology, TopologyError
@@ -129,17 +129,23 @@ def status_table(net) -> str:
     return "\n".join(rows)
 
 
-async def run_console(net, stream, write: Callable[[str], None]) -> None:
-    """Read commands from the trio receive ``stream`` until it closes; apply them."""
+async def stream_lines(stream, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+    """The newline-terminated lines of a trio receive ``stream`` until it closes."""
     buffer = b""
     while True:
-        chunk = await stream.receive_some(4096)
+        chunk = await stream.receive_some(chunk_size)
         if not chunk:
             return
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            await execute(net, line.decode("utf-8", "replace"), write)
+            yield line
+
+
+async def run_console(net, stream, write: Callable[[str], None]) -> None:
+    """Read commands from the trio receive ``stream`` until it closes; apply them."""
+    async for line in stream_lines(stream, 4096):
+        await execute(net, line.decode("utf-8", "replace"), write)
 
 
 async def execute(net, line: str, write: Callable[[str], None]) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 import trio
 
+from qbb.console import stream_lines
 from qbb.netlayer.icmp import EchoRequest, encode_icmp
 from qbb.netlayer.packet import QKDNLPacket
 from qbb.network import AuditedKeyStore, link_seed
@@ -254,24 +255,17 @@ class NodeHost:
 async def _control(host: NodeHost, nursery: trio.Nursery) -> None:
     """Serve requests from stdin until ``exit`` or EOF."""
     stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buffer = b""
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if not line.strip():
-                continue
-            try:
-                request = json.loads(line)
-                reply = await host.command(request, nursery)
-            except Exception as error:  # noqa: BLE001 - a bad request must not kill the node
-                request, reply = {}, {"ok": False, "error": f"{type(error).__name__}: {error}"}
-            emit({"reply": request.get("id") if isinstance(request, dict) else None, **reply})
-            if isinstance(request, dict) and request.get("op") == "exit":
-                return
+    async for line in stream_lines(stream):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            reply = await host.command(request, nursery)
+        except Exception as error:  # noqa: BLE001 - a bad request must not kill the node
+            request, reply = {}, {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        emit({"reply": request.get("id") if isinstance(request, dict) else None, **reply})
+        if isinstance(request, dict) and request.get("op") == "exit":
+            return
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -213,11 +213,8 @@ def on_request_timer(router: Router, iface: Interface, nbr: Neighbor, now: float
 def on_request(router: Router, iface: Interface, packet: OspfPacket,
                lsr: LinkStateRequest, now: float) -> None:
     """Answer a Link State Request with the LSAs asked for (§10.7)."""
-    nbr = router.neighbor_of(iface, packet, "lsr")
+    nbr = router.exchanging_neighbor(iface, packet, "lsr")
     if nbr is None:
-        return
-    if nbr.state < S.EXCHANGE:
-        router.drop("lsr_neighbor_state")
         return
     lsdb = router.lsdb(iface.area)
     lsas = []

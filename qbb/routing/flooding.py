@@ -53,11 +53,8 @@ class _Stop(Exception):
 def on_update(router: Router, iface: Interface, packet: OspfPacket, lsu: LinkStateUpdate,
               now: float) -> None:
     """Process a received Link State Update (§13)."""
-    nbr = router.neighbor_of(iface, packet, "lsu")
+    nbr = router.exchanging_neighbor(iface, packet, "lsu")
     if nbr is None:
-        return
-    if nbr.state < S.EXCHANGE:
-        router.drop("lsu_neighbor_state")
         return
     acks: list[LsaHeader] = []
     try:
@@ -169,11 +166,8 @@ def on_retransmit_timer(router: Router, iface: Interface, nbr: Neighbor, now: fl
 def on_ack(router: Router, iface: Interface, packet: OspfPacket, ack: LinkStateAck,
            now: float) -> None:
     """Remove acknowledged instances from the retransmission list (§13.7)."""
-    nbr = router.neighbor_of(iface, packet, "lsack")
+    nbr = router.exchanging_neighbor(iface, packet, "lsack")
     if nbr is None:
-        return
-    if nbr.state < S.EXCHANGE:
-        router.drop("lsack_neighbor_state")
         return
     lsdb = router.lsdb(iface.area)
     for header in ack.lsa_headers:

@@ -290,6 +290,15 @@ class Router:
             return None
         return nbr
 
+    def exchanging_neighbor(self, iface: Interface, packet: OspfPacket,
+                            kind: str) -> Neighbor | None:
+        """The sender if known and at least in Exchange (RFC 2328 §10.7, §13, §13.7)."""
+        nbr = self.neighbor_of(iface, packet, kind)
+        if nbr is not None and nbr.state < NeighborState.EXCHANGE:
+            self.drop(f"{kind}_neighbor_state")
+            return None
+        return nbr
+
     def new_dd_sequence(self) -> int:
         self._dd_sequence = (self._dd_sequence + 0x10001) & 0xFFFFFFFF
         return self._dd_sequence
