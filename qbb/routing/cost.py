@@ -19,7 +19,16 @@ Stability (:class:`LinkCost`): a computed cost replaces the advertised one only 
 differs by more than ``hysteresis`` (relative, default 25 %) and at least
 ``min_change_interval`` seconds (default 60) passed since the last change, so a cost
 change - which means a new Router-LSA flooded through the area and an SPF run on every
-node - happens at most once a minute per link and not for small fluctuations.
+node - happens at most once a minute per link and not for small fluctuations.  A node starts
+its ``LinkCost`` with the cost it first advertises and ``since`` = its start time, so no
+change comes in a node's first minute either: key stores start empty and fill within
+seconds, and reacting to that would make every link of a fresh network flap once.
+
+Feeding: :class:`qbb.node.QBBNode` samples every link whose cost is not configured once
+per ``NodeConfig.cost_interval`` when the topology says ``"costs": "auto"``
+(docs/topology.md, docs/node.md): ``rate`` = the link's QKD devices' total rate,
+``level`` = the node's encryption pool on that link; a change goes to
+:meth:`qbb.routing.router.Router.set_cost`, which re-originates the Router-LSA.
 """
 
 from __future__ import annotations
@@ -60,10 +69,14 @@ def computed_cost(rate: float, level: float, policy: CostPolicy = CostPolicy()) 
 class LinkCost:
     """The advertised cost of one link, with hysteresis and a rate limit."""
 
-    def __init__(self, initial: int, policy: CostPolicy = CostPolicy()) -> None:
+    def __init__(self, initial: int, policy: CostPolicy = CostPolicy(),
+                 since: float | None = None) -> None:
+        """``initial`` is the advertised cost; ``since`` the time it was first advertised
+        (it counts as a change for the rate limit; None: the first change may come at once)."""
         self.policy = policy
         self.cost = initial
-        self.changed_at: float | None = None
+        self.changed_at: float | None = since
+        self.changes = 0
 
     def update(self, rate: float, level: float, now: float) -> int | None:
         """Feed a measurement; the new cost when the advertised one changes, else None."""
@@ -74,4 +87,5 @@ class LinkCost:
                 and now - self.changed_at < self.policy.min_change_interval):
             return None
         self.cost, self.changed_at = target, now
+        self.changes += 1
         return target

@@ -42,9 +42,25 @@ cheaper.  With positive link costs, following next hops never loops: along inter
 hops the believed cost strictly decreases, and once a hop is intra-area, every later hop
 follows intra-area shortest-path trees with strictly decreasing cost.  The preference
 for intra-area routes can make the forwarded path costlier than the cost believed
-upstream (as in OSPF).  Like every distance vector, the withdrawal of a network can
-count to infinity around a cycle of three or more areas, bounded by LSInfinity and the
-LSAs' MaxAge; tests check the fixpoint, not the transient.
+upstream (as in OSPF).
+
+**Feasibility condition** (no counting to infinity; EIGRP's source node condition,
+Babel's feasibility distance, RFC 8966 §3.5.1).  A plain distance vector counts to
+infinity when a network is withdrawn and two ABRs share two areas: each takes the
+other's stale summary from the area it does not advertise into (split horizon by area
+does not see the loop).  So an ABR keeps, per network, its *feasible distance* FD: the
+smallest cost it has held since the entry was last reset (:class:`FeasibilityState`).
+A summary of metric m is feasible only if m < FD; intra-area routes always are.  The
+route chosen from feasible candidates is the standard route and the one summarised.
+Every advertised metric is at least its advertiser's FD, and along a chain of ABRs each
+using the next, FD strictly decreases: no loop can form, even from stale summaries.
+A destination whose preferred (unconstrained) route is not feasible is *held*: the
+feasible route (or none) is used, its per-interface and extended entries are the
+feasible ones, and after ``hold`` seconds (long enough for stale summaries to be
+flushed) its FD is reset and the unconstrained choice taken.  While a hold runs the
+router reports :meth:`~qbb.routing.router.Router.pending`, so the simulator's quiescence
+is the unconstrained fixpoint above.  FD entries of unreachable networks are forgotten
+after the same hold.
 """
 
 from __future__ import annotations
@@ -58,7 +74,7 @@ from qbb.routing.table import DestType, NextHop, PathType, Route, RoutingTables,
 if TYPE_CHECKING:
     from qbb.routing.spf import AreaGraph, Database
 
-__all__ = ["LS_INFINITY", "offer_inter_area", "summaries_to_originate"]
+__all__ = ["FeasibilityState", "LS_INFINITY", "offer_inter_area", "summaries_to_originate"]
 
 LS_INFINITY = 0xFFFFFF
 _INTER = PathType.INTER_AREA
@@ -66,17 +82,21 @@ _N = DestType.NETWORK
 
 
 def offer_inter_area(best: dict, graph: AreaGraph, dist: list, base: int, hop: NextHop,
-                     hop_key: int) -> None:
+                     hop_key: int, feasible: Mapping | None = None) -> None:
     """Offer the inter-area candidates of ``graph``'s summaries through one interface.
 
     ``dist`` comes from the Dijkstra run from the interface's neighbour without the
     computing router (so its own summaries are never reached); ``base`` is the
     interface cost.  ``best`` maps route keys to ``(preference, Route fields)``.
+    With ``feasible`` (route key -> feasible distance), a summary whose metric is not
+    below the key's feasible distance is left out (the feasibility condition).
     """
     area, area_key, border, keys = graph.area, ip_int(graph.area), graph.border, graph.keys
     for adv, network, mask, metric in graph.summaries:
         d = dist[adv]
         if d is None or not border[adv]:
+            continue
+        if feasible and metric >= feasible.get((_N, network, mask), LS_INFINITY + 1):
             continue
         cost = base + d + metric
         key = (_N, network, mask)
@@ -135,3 +155,52 @@ def _as_lsas(router_id: str, routes: list) -> list[SummaryLSA]:
                                metric=r.cost))
     lsas.sort(key=lambda s: (ip_int(s.link_state_id), ip_int(s.network_mask)))
     return lsas
+
+
+class FeasibilityState:
+    """One ABR's feasible distances and hold timers (see the module docstring)."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.fd: dict[tuple, int] = {}
+        self.held: dict[tuple, float] = {}  # constrained key -> reset time
+        self.orphans: dict[tuple, float] = {}  # unreachable key -> forget time
+        self.resets = 0
+
+    def observe(self, tables: RoutingTables, now: float) -> None:
+        """Lower FDs to the chosen costs; start or stop holds (after each computation)."""
+        fd, held, orphans = self.fd, self.held, self.orphans
+        main = tables.main
+        for key, route in main.items():
+            if key[0] is _N and route.cost < fd.get(key, LS_INFINITY + 1):
+                fd[key] = route.cost
+        for key in tables.constrained:
+            held.setdefault(key, now + self.hold)
+        for key in [k for k in held if k not in tables.constrained]:
+            del held[key]
+        for key in fd:
+            if key not in main and key not in held:
+                orphans.setdefault(key, now + self.hold)
+        for key in [k for k in orphans if k in main or k in held]:
+            del orphans[key]
+
+    def expire(self, now: float) -> bool:
+        """Reset the FDs whose hold is over; True if a constrained one was reset."""
+        changed = False
+        for timers, constrained in ((self.held, True), (self.orphans, False)):
+            for key in [k for k, t in timers.items() if t <= now + 1e-9]:
+                del timers[key]
+                self.fd.pop(key, None)
+                if constrained:
+                    self.resets += 1
+                    changed = True
+        return changed
+
+    def next_due(self) -> float | None:
+        times = [*self.held.values(), *self.orphans.values()]
+        return min(times) if times else None
+
+    def clear(self) -> None:
+        self.fd.clear()
+        self.held.clear()
+        self.orphans.clear()

@@ -47,14 +47,8 @@ from qbb.routing.packet import (
     DatabaseDescription, Hello, LinkStateAck, LinkStateRequest, LinkStateUpdate, OspfPacket,
     decode_packet, encode_packet)
 
-try:  # route computation (separate module; the router works without it)
-    from qbb.routing.spf import compute_tables
-except ImportError:  # pragma: no cover - depends on the checkout
-    compute_tables = None
-try:
-    from qbb.routing.interarea import summaries_to_originate
-except ImportError:  # pragma: no cover
-    summaries_to_originate = None
+from qbb.routing.interarea import FeasibilityState, summaries_to_originate
+from qbb.routing.spf import compute_tables
 
 __all__ = ["Router", "RouterConfig", "Output"]
 
@@ -81,6 +75,10 @@ class RouterConfig:
     max_update_lsas: int = 20
     options: Options = Options.E
     dd_sequence_seed: int | None = None
+    #: seconds an ABR holds a destination whose preferred route is not feasible
+    #: before resetting its feasible distance (qbb.routing.interarea); None: 3 x
+    #: MinLSInterval, at least 5 s
+    feasibility_hold: float | None = None
 
 
 class Router:
@@ -102,6 +100,9 @@ class Router:
         self._dirty = True
         self._now = 0.0
         self._tables: tuple[int, Any] | None = None
+        hold = self.config.feasibility_hold
+        self.feasibility = FeasibilityState(
+            max(5.0, 3 * self.config.min_ls_interval) if hold is None else hold)
         seed = self.config.dd_sequence_seed
         self._dd_sequence = seed if seed is not None else hash_id(router_id)
         for iface in interfaces:
@@ -181,6 +182,9 @@ class Router:
         due = self.originator.next_due(self._lsdbs.values())
         if due is not None and due <= now + 1e-9:
             self._dirty = True
+        if self.feasibility.expire(now):
+            self.stats["feasibility_resets"] += 1
+            self.content_version += 1  # the same LSDB now gives other tables
         return self._finish(now)
 
     def _interface_timers(self, iface: Interface, now: float) -> None:
@@ -201,7 +205,8 @@ class Router:
 
     def next_timer(self) -> float | None:
         """The time of the next timer (call :meth:`handle_timer` then), or None."""
-        times = [t for t in (self.originator.next_due(self._lsdbs.values()),) if t is not None]
+        times = [t for t in (self.originator.next_due(self._lsdbs.values()),
+                             self.feasibility.next_due()) if t is not None]
         for iface in self.interfaces.values():
             if iface.hello_due is not None:
                 times.append(iface.hello_due)
@@ -224,8 +229,14 @@ class Router:
             return None
         if self._tables is None or self._tables[0] != self.content_version:
             self.stats["spf_runs"] += 1
-            self._tables = (self.content_version,
-                            compute_tables(self.router_id, self.database(now)))
+            when = self._now if now is None else now
+            feasible = self.feasibility
+            if not self.is_border():
+                feasible.clear()
+            tables = compute_tables(self.router_id, self.database(when), feasible.fd)
+            if self.is_border():
+                feasible.observe(tables, when)
+            self._tables = (self.content_version, tables)
         return self._tables[1]
 
     def neighbors(self) -> dict[str, Neighbor]:
@@ -236,8 +247,9 @@ class Router:
         return len({i.area for i in self.interfaces.values()}) > 1
 
     def pending(self) -> bool:
-        """True while LSAs await acknowledgement or request, or an origination waits."""
-        return bool(self.originator.deferred) or any(
+        """True while LSAs await acknowledgement or request, an origination waits, or a
+        destination is held by the feasibility condition."""
+        return bool(self.originator.deferred or self.feasibility.held) or any(
             n.retransmission or n.request_list for n in self.neighbors().values())
 
     # -- context used by hello, dbexchange, flooding ---------------------------------

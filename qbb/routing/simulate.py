@@ -17,7 +17,8 @@ Counts (LSAs sent, packets by type, losses) are cumulative in :attr:`Simulation.
 A router whose timer is still due after ``handle_timer`` would stop virtual time, so
 :meth:`Simulation.step` raises RuntimeError instead of spinning.
 
-:func:`random_network` builds a random connected single-area topology with addresses from
+:func:`make_router` builds one node's router from an address plan (also used by
+:class:`qbb.node.QBBNode`); :func:`random_network` builds a random connected single-area topology with addresses from
 :func:`qbb.routing.addressing.plan_addresses`; :func:`converge` measures a cold start of
 it and :func:`reconverge` a link failure and repair (used by ``qbb bench routing``).
 """
@@ -30,12 +31,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from qbb.routing.addressing import TopologySpec, area_id, plan_addresses
+from qbb.routing.addressing import AddressPlan, TopologySpec, area_id, plan_addresses
 from qbb.routing.interface import InterfaceConfig
 from qbb.routing.neighbor import NeighborState
 from qbb.routing.router import Router, RouterConfig, compute_tables
 
-__all__ = ["SimLink", "Simulation", "Timers", "build_network", "converge",
+__all__ = ["SimLink", "Simulation", "Timers", "build_network", "converge", "make_router",
            "random_edges", "random_network", "reconverge"]
 
 _PACKET_NAMES = {1: "hello", 2: "dd", 3: "lsr", 4: "lsu", 5: "lsack"}
@@ -242,6 +243,27 @@ class Simulation:
 
 # -- topologies ------------------------------------------------------------------------
 
+def make_router(name: str, plan: AddressPlan, cost_of: Callable[[str, str], int],
+                timers: Timers = Timers()) -> Router:
+    """The router of node ``name``: one interface per link of the address plan.
+
+    Router ID = node address, home area = the node's area; per link (in peer-name order)
+    address, area and mask from ``plan``, output cost ``cost_of(name, peer)`` and the
+    interface timers of ``timers``.  The one builder of :func:`build_network` and of the
+    QBB node (:func:`qbb.node.build_router`)."""
+    node = plan.nodes[name]
+    router = Router(node.address, RouterConfig(
+        home_area=area_id(node.area), min_ls_interval=timers.min_ls_interval,
+        min_ls_arrival=timers.min_ls_arrival))
+    for link in plan.links_of(name):
+        router.add_interface(InterfaceConfig(
+            address=link.address_of(name), area=area_id(link.area), mask=link.mask,
+            cost=cost_of(name, link.peer_of(name)), hello_interval=timers.hello,
+            router_dead_interval=timers.dead, rxmt_interval=timers.rxmt,
+            inf_trans_delay=timers.inf_trans_delay))
+    return router
+
+
 def random_edges(n: int, extra: int, rng: random.Random) -> list[tuple[int, int]]:
     """A random spanning tree on ``n`` nodes plus up to ``extra`` further edges."""
     edges = {(rng.randrange(i), i) for i in range(1, n)}
@@ -265,18 +287,9 @@ def build_network(nodes: Mapping[str, int], links: Sequence[tuple[str, str]],
                                        link_areas=dict(link_areas or {})))
     costs = costs or {}
     sim = Simulation(seed)
-    for name, node in plan.nodes.items():
-        config = RouterConfig(home_area=area_id(node.area),
-                              min_ls_interval=timers.min_ls_interval,
-                              min_ls_arrival=timers.min_ls_arrival)
-        router = Router(node.address, config)
-        for link in (ln for ln in plan.links.values() if name in ln.ends):
-            router.add_interface(InterfaceConfig(
-                address=link.address_of(name), area=area_id(link.area), mask=link.mask,
-                cost=costs.get((name, link.peer_of(name)), 10), hello_interval=timers.hello,
-                router_dead_interval=timers.dead, rxmt_interval=timers.rxmt,
-                inf_trans_delay=timers.inf_trans_delay))
-        sim.add_router(name, router)
+    for name in plan.nodes:
+        sim.add_router(name, make_router(name, plan, lambda a, b: costs.get((a, b), 10),
+                                         timers))
     for (a, b), link in plan.links.items():
         sim.add_link((a, link.address_of(a)), (b, link.address_of(b)), delay, loss)
     return sim

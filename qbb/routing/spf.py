@@ -46,7 +46,7 @@ import gc
 import heapq
 from operator import itemgetter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qbb.routing import interarea
 from qbb.routing.lsa import MAX_AGE, LinkType, Lsa, LsType, RouterFlags, RouterLSA, SummaryLSA
@@ -213,8 +213,13 @@ def distances(graph: AreaGraph, source: int, exclude: int = -1) -> tuple[list, l
 
 # -- the tables ---------------------------------------------------------------------
 
-def compute_tables(router_id: str, database: Database) -> RoutingTables:
+def compute_tables(router_id: str, database: Database,
+                   feasible: Mapping[tuple, int] | None = None) -> RoutingTables:
     """All routing tables of ``router_id`` from its per-area databases.
+
+    ``feasible`` (route key -> feasible distance) applies the feasibility condition of
+    :mod:`qbb.routing.interarea` to inter-area candidates; keys whose preferred route
+    it refuses are listed in :attr:`RoutingTables.constrained`.
 
     The cyclic garbage collector is paused meanwhile: the computation allocates many
     small acyclic tuples, and repeated collector passes over a large LSDB would
@@ -223,18 +228,20 @@ def compute_tables(router_id: str, database: Database) -> RoutingTables:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compute_tables(router_id, database)
+        return _compute_tables(router_id, database, feasible or None)
     finally:
         if enabled:
             gc.enable()
 
 
-def _compute_tables(router_id: str, database: Database) -> RoutingTables:
+def _compute_tables(router_id: str, database: Database,
+                    feasible: Mapping[tuple, int] | None) -> RoutingTables:
     graphs = {area: area_graph(area, lsdb) for area, lsdb in database.items()}
     interfaces = _interfaces(router_id, graphs)
     local, attached = _own_stubs(router_id, graphs, interfaces)
     runs: dict[tuple[str, str], tuple[list, list]] = {}
     candidates: dict[str, dict] = {}
+    allowed: dict[str, dict] = {}
     for iface in interfaces.values():
         graph = graphs[iface.area]
         run = runs.get((iface.area, iface.neighbor))
@@ -245,9 +252,45 @@ def _compute_tables(router_id: str, database: Database) -> RoutingTables:
         _offer_all(best, attached.get(iface.address, ()))
         hop, hop_key = NextHop(iface.neighbor, iface.address), ip_int(iface.address)
         _offer_intra(best, graph, run[0], iface.cost, hop, hop_key)
+        if feasible:
+            allowed[iface.address] = ok = dict(best)
+            interarea.offer_inter_area(ok, graph, run[0], iface.cost, hop, hop_key, feasible)
         interarea.offer_inter_area(best, graph, run[0], iface.cost, hop, hop_key)
         candidates[iface.address] = best
-    return _assemble(router_id, graphs, interfaces, local, candidates, runs)
+    if not feasible:
+        return _assemble(router_id, graphs, interfaces, local, candidates, runs)
+    return _assemble_feasible(router_id, graphs, interfaces, local, candidates, allowed, runs)
+
+
+def _preferred(local: dict, candidates: dict[str, dict]) -> dict:
+    main = dict(local)
+    for best in candidates.values():
+        for key, item in best.items():
+            current = main.get(key)
+            if current is None or item[0] < current[0]:
+                main[key] = item
+    return main
+
+
+def _assemble_feasible(router_id: str, graphs: Mapping[str, AreaGraph],
+                       interfaces: dict[str, Interface], local: dict,
+                       candidates: dict[str, dict], allowed: dict[str, dict],
+                       runs: dict) -> RoutingTables:
+    """Tables where the feasible choice differs from the preferred one: the main table
+    from feasible candidates, and the constrained keys' per-interface entries too."""
+    preferred, chosen = _preferred(local, candidates), _preferred(local, allowed)
+    constrained = frozenset(k for k, item in preferred.items()
+                            if k not in chosen or chosen[k][0] != item[0])
+    if constrained:
+        for address, best in candidates.items():
+            ok = allowed[address]
+            candidates[address] = {k: (ok.get(k) if k in constrained else item)
+                                   for k, item in best.items()}
+            for key in [k for k, item in candidates[address].items() if item is None]:
+                del candidates[address][key]
+    tables = _assemble(router_id, graphs, interfaces, local, candidates, runs)
+    return replace(tables, main=RoutingTable({k: item[1] for k, item in chosen.items()}),
+                   constrained=constrained)
 
 
 def _interfaces(router_id: str, graphs: Mapping[str, AreaGraph]) -> dict[str, Interface]:
@@ -327,12 +370,7 @@ def _offer_intra(best: dict, graph: AreaGraph, dist: list, base: int, hop: NextH
 def _assemble(router_id: str, graphs: Mapping[str, AreaGraph],
               interfaces: dict[str, Interface], local: dict, candidates: dict[str, dict],
               runs: dict) -> RoutingTables:
-    main = dict(local)
-    for best in candidates.values():
-        for key, item in best.items():
-            current = main.get(key)
-            if current is None or item[0] < current[0]:
-                main[key] = item
+    main = _preferred(local, candidates)
     return RoutingTables(
         router_id=router_id, interfaces=interfaces,
         main=RoutingTable({k: item[1] for k, item in main.items()}),

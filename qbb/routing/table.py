@@ -240,3 +240,6 @@ class RoutingTables:
     per_interface: dict[str, RoutingTable]
     extended: ExtendedRoutingTable
     spt: dict[str, ShortestPathTree]
+    #: route keys whose preferred route the feasibility condition refused
+    #: (:mod:`qbb.routing.interarea`); empty when no condition was given
+    constrained: frozenset = frozenset()
