@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     topology_cli.add_parser(sub)
+    from qbb.keyapi import cli as keyapi_cli
+
+    keyapi_cli.add_parser(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ class Status(enum.IntEnum):
     UNKNOWN_KSID = 66               # no open key stream with that id here
     BAD_REQUEST = 67                # malformed or invalid request
     NAME_IN_USE = 68                # REGISTER: name already registered at this node
+    INTERNAL_ERROR = 69             # the node failed to handle the call (see its log)
 
 
 class ApiError(QbbError):
