@@ -10,7 +10,20 @@ local delivery queues for upper layers.  trio only drives them:
   call :meth:`QBBNode._on_link_event` synchronously: ``Delivered`` payloads are QKDNL
   packets for the forwarder, ``LinkUp`` / ``LinkDown`` become the router's
   ``interface_up`` / ``interface_down`` and mark the interface usable or not;
-* one task runs the router's timers (woken whenever an input may have moved them).
+* one task runs the router's timers (woken whenever an input may have moved them);
+* one maintenance task ticks every ``NodeConfig.cost_interval`` seconds (and at the
+  forwarder's reassembly deadlines): it expires QKDNL fragment reassemblies (ICMP Time
+  Exceeded code 1), keeps each link's critical load L_cr at ``critical_fraction`` x its
+  devices' current key rate and, when the topology says ``"costs": "auto"``, feeds each
+  link without a configured cost to a :class:`~qbb.routing.cost.LinkCost` (key rate of
+  the devices, level of the encryption pool); a change it reports goes to
+  :meth:`~qbb.routing.router.Router.set_cost`, i.e. a new Router-LSA.
+
+Startup order: :meth:`QBBNode.run` starts every link driver first and holds the events
+they report meanwhile (a link may come up before the others' drivers exist, e.g. when the
+peer's datagrams are already waiting in a socket); only when every link has its driver
+are the held events handled, in order, and the router task started.  So no routing
+packet is ever emitted towards a link without a driver (``drop.link_not_running``).
 
 Routing packets travel as QKDNL packets (docs/node.md): protocol 89, TTL 1, source the
 sending interface's address, destination AllSPFRouters 224.0.0.5, sent on that one link
@@ -46,11 +59,12 @@ from qbb.q3p.driver import LinkDriver, run_memory
 from qbb.q3p.endpoint import Q3PEndpoint
 from qbb.q3p.events import Delivered, LinkDown, LinkUp
 from qbb.q3p.keystore import LinkKeyStore
-from qbb.routing.addressing import AddressPlan, area_id
-from qbb.routing.interface import InterfaceConfig
-from qbb.routing.router import Router, RouterConfig
+from qbb.routing.addressing import AddressPlan
+from qbb.routing.cost import CostPolicy, LinkCost, computed_cost
+from qbb.routing.router import Router
+from qbb.routing.simulate import Timers, make_router
 from qbb.routing.table import ip_int
-from qbb.errors import DecodeError
+from qbb.errors import ConfigError, DecodeError
 from qbb.topology import LinkSpec, Topology
 from qbb.wire import PROTO_ICMP, PROTO_OSPF
 
@@ -72,7 +86,9 @@ class LinkHardware:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """Node settings.  ``critical_fraction``: L_cr of a link = fraction x its key rate."""
+    """Node settings.  ``critical_fraction``: L_cr of a link = fraction x its key rate;
+    ``cost_policy`` / ``cost_interval``: computed link costs and how often (s) the
+    maintenance task samples them; ``startup_backlog``: link events held at startup."""
 
     forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
     critical_fraction: float = 0.8
@@ -82,6 +98,13 @@ class NodeConfig:
     min_ls_interval: float = 1.0
     min_ls_arrival: float = 0.0
     link_keepalive: float = 1.0
+    cost_policy: CostPolicy = field(default_factory=CostPolicy)
+    cost_interval: float = 1.0
+    startup_backlog: int = 4096
+
+    def __post_init__(self) -> None:
+        if not self.cost_interval > 0 or self.startup_backlog < 0:
+            raise ConfigError("node: cost_interval > 0 and startup_backlog >= 0")
 
 
 @dataclass
@@ -99,20 +122,25 @@ class NodeLink:
 
 
 def build_router(name: str, topology: Topology, plan: AddressPlan,
-                 config: NodeConfig = NodeConfig()) -> Router:
-    """The node's router, constructed as :func:`qbb.routing.simulate.build_network` does."""
-    node = plan.nodes[name]
-    router = Router(node.address, RouterConfig(
-        home_area=area_id(node.area), min_ls_interval=config.min_ls_interval,
-        min_ls_arrival=config.min_ls_arrival))
-    for link in plan.links_of(name):
-        spec = topology.link(*link.ends)
-        router.add_interface(InterfaceConfig(
-            address=link.address_of(name), area=area_id(link.area), mask=link.mask,
-            cost=spec.cost_from(name), hello_interval=int(topology.hello_s),
-            router_dead_interval=int(topology.dead_s), rxmt_interval=config.rxmt_interval,
-            inf_trans_delay=1))
-    return router
+                 config: NodeConfig = NodeConfig(),
+                 rates: Mapping[str, float] | None = None) -> Router:
+    """The node's router, built by :func:`qbb.routing.simulate.make_router` (the builder
+    of the routing simulation too) with the topology's costs and timers.
+
+    ``rates[peer]``: the link's current key rate, used instead of the topology's for a
+    computed cost (a node restarting in ``"costs": "auto"`` after a key-rate change)."""
+    timers = Timers(hello=int(topology.hello_s), dead=int(topology.dead_s),
+                    rxmt=config.rxmt_interval, inf_trans_delay=1,
+                    min_ls_interval=config.min_ls_interval,
+                    min_ls_arrival=config.min_ls_arrival)
+    policy = config.cost_policy
+
+    def cost_of(node: str, peer: str) -> int:
+        spec = topology.link(node, peer)
+        if rates is None or peer not in rates or spec.configured_cost(node) is not None:
+            return spec.cost_from(node, policy)
+        return computed_cost(rates[peer], policy.low_level, policy)
+    return make_router(name, plan, cost_of, timers)
 
 
 class QBBNode:
@@ -123,7 +151,9 @@ class QBBNode:
                  clock: Callable[[], float] = trio.current_time) -> None:
         self.name, self.config, self.clock = name, config, clock
         self.address = plan.nodes[name].address
-        self.router = build_router(name, topology, plan, config)
+        rates = {peer: link.devices.rate_bps for peer, link in hardware.items()} \
+            if topology.costs == "auto" else None
+        self.router = build_router(name, topology, plan, config, rates)
         self.links: dict[str, NodeLink] = {}
         for link in plan.links_of(name):
             peer = link.peer_of(name)
@@ -139,9 +169,15 @@ class QBBNode:
                     interface, config.critical_fraction * link.spec.total_rate_bps)
         self.counters: Counter[str] = Counter()
         self.icmp_received: deque[tuple[float, str, Any]] = deque(maxlen=1024)
+        self.auto_costs = frozenset(
+            interface for interface, link in self.links.items()
+            if topology.costs == "auto" and link.spec.configured_cost(name) is None)
+        self.link_costs: dict[str, LinkCost] = {}
         self._handlers: dict[int, Handler] = {}
         self._routes_version = -1
         self._router_wake = trio.Event()
+        self._starting = False
+        self._held: deque[tuple[str, Any]] = deque()
         self.running = False
 
     def _make_link(self, link, peer: str, peer_address: str, spec: LinkSpec,
@@ -191,19 +227,34 @@ class QBBNode:
         ``runner(endpoint, *wires[interface], **options)`` drives one link: by default
         :func:`~qbb.q3p.driver.run_memory` over ``(send, receive)`` channels; the emulated
         mode passes :func:`~qbb.q3p.driver.run_udp` with ``(socket, peer)``."""
-        async with trio.open_nursery() as nursery:
-            for interface, link in self.links.items():
-                link.driver = await nursery.start(functools.partial(
-                    runner, link.endpoint, *wires[interface], clock=self.clock,
-                    events=functools.partial(self._on_link_event, interface),
-                    key_interval=self.config.key_interval))
-            nursery.start_soon(self._router_loop)
-            self.running = True
-            task_status.started(self)
-            try:
+        self._starting = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for interface, link in self.links.items():
+                    link.driver = await nursery.start(functools.partial(
+                        runner, link.endpoint, *wires[interface], clock=self.clock,
+                        events=functools.partial(self._on_link_event, interface),
+                        key_interval=self.config.key_interval))
+                self._started()
+                nursery.start_soon(self._router_loop)
+                nursery.start_soon(self._maintenance_loop)
+                self.running = True
+                task_status.started(self)
                 await trio.sleep_forever()
-            finally:
-                self.running = False
+        finally:
+            self.running = self._starting = False
+            for link in self.links.values():
+                link.driver = None
+
+    def _started(self) -> None:
+        """Every link has its driver: cost tracking starts, held events are handled."""
+        now = self.clock()
+        self.link_costs = {interface: LinkCost(self.router.interfaces[interface].cost,
+                                               self.config.cost_policy, since=now)
+                           for interface in sorted(self.auto_costs)}
+        self._starting = False
+        while self._held:
+            self._guard(self._link_event, *self._held.popleft())
 
     async def _router_loop(self) -> None:
         while True:
@@ -217,6 +268,36 @@ class QBBNode:
             if due is not None and now >= due:
                 self._guard(lambda: self._emit_routing(self.router.handle_timer(now)))
 
+    async def _maintenance_loop(self) -> None:
+        interval = self.config.cost_interval
+        next_sample = self.clock() + interval
+        while True:
+            timer = self.forwarder.next_timer()
+            due = next_sample if timer is None else min(next_sample, timer)
+            await trio.sleep(max(0.0, due - self.clock()))
+            now = self.clock()
+            if now >= next_sample:
+                next_sample = max(next_sample + interval, now)
+                self._guard(self._sample_links, now)
+            self._guard(lambda: self._execute(self.forwarder.handle_timer(now)))
+
+    def _sample_links(self, now: float) -> None:
+        """L_cr from the devices' current rate; computed costs through their LinkCost."""
+        dynamic_critical = self.config.forwarder.critical_load_bps == float("inf")
+        for interface, link in self.links.items():
+            rate = link.hardware.devices.rate_bps
+            if dynamic_critical:
+                self.forwarder.set_critical_load(interface, self.config.critical_fraction * rate)
+            cost = self.link_costs.get(interface)
+            if cost is None:
+                continue
+            level = link.hardware.store.status(now).enc_level_bits
+            new = cost.update(rate, level, now)
+            if new is not None:
+                self.counters["cost_changes"] += 1
+                log.info("node %s: cost of %s now %d", self.name, interface, new)
+                self._emit_routing(self.router.set_cost(interface, new, now))
+
     # -- inputs ----------------------------------------------------------------------
 
     def _guard(self, action: Callable, *args: Any) -> Any:
@@ -228,6 +309,12 @@ class QBBNode:
             return None
 
     def _on_link_event(self, interface: str, event: Any) -> None:
+        if self._starting:  # some link has no driver yet: hold (see the module docstring)
+            if len(self._held) >= self.config.startup_backlog:
+                self.counters["drop.startup_backlog"] += 1
+            else:
+                self._held.append((interface, event))
+            return
         self._guard(self._link_event, interface, event)
 
     def _link_event(self, interface: str, event: Any) -> None:
@@ -349,6 +436,8 @@ class QBBNode:
         endpoint = link.endpoint.status()
         return {
             "peer": link.peer, "up": link.up, "state": endpoint["state"],
+            "cost": self.router.interfaces[link.interface].cost,
+            "cost_mode": "auto" if link.interface in self.auto_costs else "static",
             "key_rate_bps": link.hardware.devices.rate_bps,
             "enc_level_bits": store.enc_level_bits, "dec_level_bits": store.dec_level_bits,
             "ingest_bps": store.ingest_bps, "enc_consume_bps": store.enc_consume_bps,

@@ -1,12 +1,14 @@
 """Topology files: the QBB nodes, QBB links and scheduled events of one network.
 
 A topology is what a user hands to the launcher (DESIGN.md "What qbb is"): QBB nodes with
-their area (seed 002 §2.3), point-to-point QBB links with the key generation rates of their
-QKD devices (§2.5, Fig. 6-7; several devices on one link add up), optional administrator
-costs per direction (Appendix B "Interface output cost(s)"; ``None`` = computed from the key
-rate by :mod:`qbb.routing.cost`), classical-channel parameters (MTU, one-way delay, loss),
-the QKD key split ratio of the link (per mille, :mod:`qbb.q3p.device`), the OSPF timers, and
-a schedule of link failures, key-rate changes and node restarts.
+their area (seed 002 §2.3), point-to-point QBB links with the key generation rates of
+their QKD devices (§2.5, Fig. 6-7; several devices on one link add up), optional
+administrator costs per direction (Appendix B "Interface output cost(s)"; ``None`` =
+computed from the key rate by :mod:`qbb.routing.cost`; with the topology's ``costs =
+"auto"`` such computed costs follow the link's key rate and key-store level while the
+network runs), classical-channel parameters (MTU, one-way delay, loss), the QKD key split
+ratio of the link (per mille, :mod:`qbb.q3p.device`), the OSPF timers, and a schedule of
+link failures, key-rate changes and node restarts.
 
 The file format is JSON; docs/topology.md documents it field by field.  Every object is
 validated when it is built (``__post_init__``), so a :class:`Topology` in hand is always
@@ -32,8 +34,8 @@ from qbb.routing.addressing import (
 from qbb.routing.cost import CostPolicy, computed_cost
 from qbb.routing.interface import MAX_COST
 
-__all__ = ["ACTIONS", "LINK_ACTIONS", "NODE_ACTIONS", "MAX_MTU", "MIN_MTU", "LinkSpec",
-           "NodeSpec", "ScheduledEvent", "Topology", "TopologyError", "dump_topology",
+__all__ = ["ACTIONS", "COST_MODES", "LINK_ACTIONS", "NODE_ACTIONS", "MAX_MTU", "MIN_MTU",
+           "LinkSpec", "NodeSpec", "ScheduledEvent", "Topology", "TopologyError", "dump_topology",
            "load_topology", "parse_topology", "topology_from_dict", "topology_to_dict"]
 
 MIN_MTU, MAX_MTU = 128, 65000  # Q3P header 28 bytes + 16-byte tag leaves >= 84 payload bytes
@@ -42,6 +44,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 LINK_ACTIONS = frozenset({"link_down", "link_up", "key_rate"})
 NODE_ACTIONS = frozenset({"node_stop", "node_start"})
 ACTIONS = LINK_ACTIONS | NODE_ACTIONS
+COST_MODES = ("static", "auto")  # Topology.costs: computed costs fixed at start, or dynamic
 
 
 class TopologyError(ConfigError):
@@ -215,6 +218,10 @@ class LinkSpec:
         """Output cost of ``node``'s interface on this link."""
         return self.costs(policy)[[self.a, self.b].index(node)]
 
+    def configured_cost(self, node: str) -> int | None:
+        """The administrator's cost of ``node``'s interface (None: computed)."""
+        return (self.cost_ab, self.cost_ba)[[self.a, self.b].index(node)]
+
     def peer_of(self, node: str) -> str:
         return self.b if node == self.a else self.a
 
@@ -265,6 +272,7 @@ class Topology:
     hello_s: float = 1.0
     dead_s: float = 4.0
     description: str = ""
+    costs: str = "static"
 
     def __post_init__(self) -> None:
         try:
@@ -284,6 +292,9 @@ class Topology:
                 if not isinstance(item, cls):
                     raise TopologyError(f"{attr}[{i}]", f"must be a {cls.__name__}")
             _set(self, attr, items)
+        if self.costs not in COST_MODES:
+            raise TopologyError("costs", f"must be one of {', '.join(map(repr, COST_MODES))}, "
+                                         f"got {self.costs!r}")
         _set(self, "hello_s", _seconds(self.hello_s, "hello_s"))
         _set(self, "dead_s", _seconds(self.dead_s, "dead_s"))
         if self.dead_s <= self.hello_s:
@@ -472,14 +483,14 @@ def topology_to_dict(topology: Topology, full: bool = False) -> dict[str, Any]:
     """The JSON document of ``topology``; ``full`` also writes fields at their default."""
     document: dict[str, Any] = {"name": topology.name, "description": topology.description,
                                 "hello_s": _number(topology.hello_s),
-                                "dead_s": _number(topology.dead_s)}
+                                "dead_s": _number(topology.dead_s), "costs": topology.costs}
     for key in ("nodes", "links", "schedule"):
         document[key] = [_item_dict(item, full) for item in getattr(topology, key)]
     if not full:
         for key in ("schedule", "description"):
             if not document[key]:
                 del document[key]
-        for key, default in (("hello_s", 1.0), ("dead_s", 4.0)):
+        for key, default in (("hello_s", 1.0), ("dead_s", 4.0), ("costs", "static")):
             if getattr(topology, key) == default:
                 del document[key]
     return document

@@ -8,14 +8,15 @@ the node itself originates (``arrived_on=None``), and returns actions for the no
 * :class:`Deliver` ``(packet, interface)`` -- to the local process for its protocol;
 * :class:`Drop` ``(reason)`` -- also counted in :attr:`Forwarder.drops`.
 
-Procedure (seed §2.5.3): verify the header checksum (``bad_checksum`` / ``malformed``);
-if the destination is one of the node's addresses (or a routing multicast group on
-arrival) deliver it -- an unregistered protocol gets ICMP Destination Unreachable /
-Protocol Unreachable; otherwise decrement the TTL (a transit packet whose TTL would reach
-0 gets ICMP Time Exceeded), look the destination up in the extended routing table (no
-route: Destination Unreachable / Net; a destination inside the node's own block that is
-not one of its addresses: Host Unreachable) and choose the outgoing interface by the
-load-balancing rule:
+Procedure (seed §2.5.3): verify the header checksum (``bad_checksum`` / ``malformed``); if
+the destination is one of the node's addresses (or a routing multicast group on arrival)
+deliver it -- fragments only once reassembled (:mod:`qbb.netlayer.reassembly`;
+:meth:`Forwarder.handle_timer` expires them with ICMP Time Exceeded code 1), an
+unregistered protocol gets ICMP Destination Unreachable / Protocol Unreachable; otherwise
+decrement the TTL (a transit packet whose TTL would reach 0 gets ICMP Time Exceeded), look
+the destination up in the extended routing table (no route: Destination Unreachable / Net;
+a destination inside the node's own block that is not one of its addresses: Host
+Unreachable) and choose the outgoing interface by the load-balancing rule:
 
     walk the extended table's entries from the cheapest; take the first whose interface
     is up and whose approximated load L_i (:mod:`qbb.netlayer.loadstate`) is below its
@@ -37,6 +38,10 @@ uses the stricter ``dist(n, d) < dist(self, d)`` (loop-free even when several no
 deflect at once), ``"none"`` accepts every alternate.  In addition an alternate never
 leads back out of the interface the packet arrived on (split horizon).  Rejections are
 counted (``lfa_rejected``, ``split_horizon_rejected``).
+
+The forwarder never fragments: every packet goes to Q3P whole, and Q3P cuts it into
+link-MTU frames itself (messages up to 16 MiB, far above the 65535-byte QKDNL maximum), so
+a QKDNL packet always fits a QBB link and transit fragments are forwarded as they are.
 
 ICMP errors follow RFC 1122 3.2.2 / RFC 1812 4.3.2.7: never about an ICMP error, a
 multicast destination, a non-unicast source or a non-first fragment.  Echo Requests to
@@ -60,6 +65,7 @@ from qbb.netlayer.icmp import (DestinationUnreachable, EchoReply, EchoRequest, I
 from qbb.netlayer.loadstate import LoadStateConfig, LoadStateDB
 from qbb.netlayer.packet import (DEFAULT_TTL, QKDNLHeader, QKDNLPacket, decode_header,
                                  decrement_ttl, encode_packet)
+from qbb.netlayer.reassembly import Reassembler, ReassemblyConfig
 from qbb.routing.table import Route, RoutingTables
 from qbb.wire import PROTO_ICMP, PROTO_OSPF, PROTO_QKDTL, PROTO_QROKR
 
@@ -106,6 +112,7 @@ class ForwarderConfig:
     echo_reply: bool = True
     overload_exempt: frozenset = frozenset({PROTO_ICMP, PROTO_OSPF})  # never dropped as
     # overloaded: control traffic takes the default link (an ICMP error must get out)
+    reassembly: ReassemblyConfig = field(default_factory=ReassemblyConfig)
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ class Forwarder:
         self.sent_by_interface: Counter[str] = Counter()
         self.tables: RoutingTables | None = None
         self.back: Mapping[str, int | None] = {}
+        self.reassembly = Reassembler(self.config.reassembly, self.drops)
         self._critical: dict[str, float] = {}
         self._down: set[str] = set()
 
@@ -236,12 +244,30 @@ class Forwarder:
             return [self._drop("encode_error")]
         return [self._send(interface, data, packet.protocol, now)]
 
+    def handle_timer(self, now: float) -> list[Action]:
+        """Expire reassembly timers: ICMP Time Exceeded (code 1) where the first
+        fragment had arrived (RFC 1122 3.3.2)."""
+        actions: list[Action] = []
+        for expired in self.reassembly.handle_timer(now):
+            actions += self._report(expired.quote, expired.header, now, "reassembly_timeout",
+                                    lambda q: TimeExceeded(
+                                        TimeExceededCode.REASSEMBLY_TIME_EXCEEDED, q))
+        return actions
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` has work next (None: nothing pending)."""
+        return self.reassembly.next_timer()
+
     # -- local delivery ----------------------------------------------------------------
 
     def _local(self, data: bytes, header: QKDNLHeader, offset: int, arrived_on: str | None,
                now: float) -> list[Action]:
         if header.more_fragments or header.fragment_offset:
-            return [self._drop("fragment_unsupported")]
+            whole = self.reassembly.add(header, data[offset:], now)
+            if whole is None:
+                return []
+            data = encode_packet(whole)
+            header, offset = decode_header(data)
         if header.protocol not in self.protocols:
             return self._error(data, header, now, "protocol_unreachable",
                                lambda q: DestinationUnreachable(
@@ -352,15 +378,18 @@ class Forwarder:
     def _error(self, data: bytes, header: QKDNLHeader, now: float, reason: str,
                message: Callable[[bytes], Any]) -> list[Action]:
         """Drop with ``reason`` and, where RFC 1122 allows, an ICMP error to the source."""
-        actions: list[Action] = [self._drop(reason)]
+        return [self._drop(reason)] + self._report(data, header, now, reason, message)
+
+    def _report(self, data: bytes, header: QKDNLHeader, now: float, reason: str,
+                message: Callable[[bytes], Any]) -> list[Action]:
         if not self._may_report(data, header):
             self.counters["icmp_suppressed"] += 1
-            return actions
+            return []
         icmp = encode_icmp(message(quote_original(data)))
         self.counters["icmp_sent"] += 1
         self.counters[f"icmp_sent.{reason}"] += 1
         source = self.node_address
-        return actions + self.originate(
+        return self.originate(
             QKDNLPacket(source, header.source, PROTO_ICMP, icmp, self.config.ttl), now)
 
     def _may_report(self, data: bytes, header: QKDNLHeader) -> bool:

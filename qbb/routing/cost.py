@@ -63,7 +63,8 @@ def computed_cost(rate: float, level: float, policy: CostPolicy = CostPolicy()) 
     if rate <= 0:
         return MAX_COST
     scale = 1 + policy.penalty * max(0.0, 1 - max(level, 0) / policy.low_level)
-    return max(1, min(MAX_COST, round(policy.reference_rate / rate * scale)))
+    value = policy.reference_rate / rate * scale  # inf for a rate near 0
+    return MAX_COST if not value < MAX_COST else max(1, round(value))
 
 
 class LinkCost:

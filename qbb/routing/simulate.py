@@ -18,9 +18,10 @@ A router whose timer is still due after ``handle_timer`` would stop virtual time
 :meth:`Simulation.step` raises RuntimeError instead of spinning.
 
 :func:`make_router` builds one node's router from an address plan (also used by
-:class:`qbb.node.QBBNode`); :func:`random_network` builds a random connected single-area topology with addresses from
-:func:`qbb.routing.addressing.plan_addresses`; :func:`converge` measures a cold start of
-it and :func:`reconverge` a link failure and repair (used by ``qbb bench routing``).
+:class:`qbb.node.QBBNode`); :func:`random_network` builds a random connected single-area
+topology with addresses from :func:`qbb.routing.addressing.plan_addresses`;
+:func:`converge` measures a cold start of it and :func:`reconverge` a link failure and
+repair (used by ``qbb bench routing``).
 """
 
 from __future__ import annotations
