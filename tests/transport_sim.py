@@ -1,0 +1,250 @@
+"""Virtual-time harnesses for QKDTL connections (no trio: a loop over ``now``).
+
+* :class:`Pair` -- one initiator and one responder joined by a two-way channel with a
+  fixed one-way delay and optional faults (loss, duplication, corruption through an
+  encode/decode round trip).  The responder is created when the first SYN reaches it, as
+  the node-level service does.  :meth:`Pair.run` advances time event by event.
+* :class:`Bottleneck` / :func:`simulate_flows` -- N connection pairs whose forward
+  segments share one bottleneck queue that serves ``capacity`` segments per second, with
+  a drop-tail buffer of ``buffer`` segments or, with ``mark_threshold``, CE marking of
+  every segment that finds the queue at least that long (RFC 3168); ACKs return on an
+  uncongested path.  Applications take every key as soon as it is released, so the
+  flows are limited by congestion control alone.  Returns per-flow goodput and the
+  fairness figures (Jain's index: ``(sum x)^2 / (n sum x^2)``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+
+from qbb.errors import DecodeError
+from qbb.transport.connection import (Connection, ConnectionConfig, Endpoint, Role, State)
+from qbb.transport.fastcodec import decode_segment_fast, encode_segment_fast
+from qbb.transport.packet import ConnectRequest, Segment, SegmentFlags, ServiceClass
+
+A_END = Endpoint("1.1.0.1", 40000)
+B_END = Endpoint("1.2.0.1", 5000)
+REQUEST = ConnectRequest(ServiceClass.BEST_EFFORT, 0, 0, "app")
+
+
+def seeded_randbytes(seed: int):
+    rng = random.Random(seed)
+    return rng.randbytes
+
+
+def deliver(conn: Connection, segment: Segment, now: float, mark: bool = False) -> None:
+    """Hand ``segment`` to ``conn``; a fresh responder accepts a bare SYN."""
+    if conn.role is Role.RESPONDER and conn.state is State.CLOSED and conn.ksid is None:
+        if segment.flags & (SegmentFlags.SYN | SegmentFlags.ACK) == SegmentFlags.SYN:
+            conn.accept_syn(segment, now)
+        return
+    conn.receive_segment(segment, now, congestion_mark=mark)
+
+
+@dataclass
+class Pair:
+    """Initiator ``a`` and responder ``b`` over a channel of one-way ``delay`` seconds
+    (FIFO unless ``reorder``); ``taken`` holds the keys each application took."""
+
+    config: ConnectionConfig = field(default_factory=ConnectionConfig)
+    delay: float = 0.01
+    loss: float = 0.0
+    duplicate: float = 0.0
+    corrupt: float = 0.0
+    reorder: float = 0.0  # share of segments delayed by up to one extra ``delay``
+    seed: int = 1
+    isn_a: int | None = None
+    isn_b: int | None = None
+    request: ConnectRequest | None = REQUEST
+    responder_config: ConnectionConfig | None = None
+    take_a: bool = True
+    take_b: bool = True
+    mark_next: int = 0  # CE-mark this many of the next KEY segments that reach b
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.a = Connection(A_END, B_END, Role.INITIATOR, self.config, request=self.request,
+                            isn=self.isn_a, randbytes=seeded_randbytes(self.seed))
+        self.b = Connection(B_END, A_END, Role.RESPONDER, self.responder_config or self.config,
+                            isn=self.isn_b, randbytes=seeded_randbytes(self.seed + 1))
+        self.now = 0.0
+        self.wire: list = []  # heap of (time, n, destination, bytes)
+        self.counter = itertools.count()
+        self.taken = {"a": [], "b": []}
+        self.events = {"a": [], "b": []}
+        self.dropped = 0
+        self.sent: list[tuple[str, Segment]] = []  # everything either end transmitted
+
+    def _transmit(self, src: str, segments: list[Segment]) -> None:
+        for segment in segments:
+            self.sent.append((src, segment))
+            data = encode_segment_fast(segment)
+            if self.rng.random() < self.loss:
+                self.dropped += 1
+                continue
+            copies = 2 if self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                if self.rng.random() < self.corrupt:
+                    bit = self.rng.randrange(len(data) * 8)
+                    data = bytes(b ^ (1 << (bit % 8)) if i == bit // 8 else b
+                                 for i, b in enumerate(data))
+                jitter = self.rng.random() * self.delay if self.rng.random() < self.reorder \
+                    else 0.0
+                heapq.heappush(self.wire, (self.now + self.delay + jitter,
+                                           next(self.counter), "b" if src == "a" else "a", data))
+
+    def flush(self) -> None:
+        """Drain both ends' output and events; applications take keys if asked."""
+        for name, conn in (("a", self.a), ("b", self.b)):
+            if (self.take_a if name == "a" else self.take_b):
+                self.taken[name].extend(conn.take_keys(conn.keys_available()))
+            self._transmit(name, conn.segments_to_send(self.now))
+            self.events[name].extend(conn.events())
+
+    def step(self, until: float) -> bool:
+        """Advance to the next event no later than ``until``; False if there was none."""
+        times = [t for t in (self.a.next_timer(), self.b.next_timer()) if t is not None]
+        if self.wire:
+            times.append(self.wire[0][0])
+        if not times or min(times) > until:
+            self.now = until
+            return False
+        self.now = max(self.now, min(times))
+        while self.wire and self.wire[0][0] <= self.now:
+            _, _, dst, data = heapq.heappop(self.wire)
+            try:
+                segment = decode_segment_fast(data)
+            except DecodeError:
+                continue
+            mark = dst == "b" and self.mark_next > 0 and bool(segment.flags & SegmentFlags.KEY)
+            self.mark_next -= mark
+            deliver(self.a if dst == "a" else self.b, segment, self.now, mark)
+            self.flush()
+        for conn in (self.a, self.b):
+            due = conn.next_timer()
+            if due is not None and due <= self.now:
+                conn.handle_timer(self.now)
+        self.flush()
+        return True
+
+    def run(self, until: float, max_steps: int = 1_000_000) -> None:
+        for _ in range(max_steps):
+            if not self.step(until):
+                return
+        raise AssertionError("simulation did not settle")
+
+    def start(self) -> None:
+        self.a.open(self.now)
+        self.flush()
+
+
+# --- the bottleneck fairness simulation --------------------------------------------------
+
+@dataclass
+class Bottleneck:
+    """A FIFO served at ``capacity`` segments/s; drop-tail at ``buffer`` or CE marking."""
+
+    capacity: float
+    buffer: int
+    mark_threshold: int | None = None
+    queue: list = field(default_factory=list)  # (flow, segment, mark)
+    busy_until: float = 0.0
+    drops: int = 0
+    marks: int = 0
+
+    def offer(self, flow: int, segment: Segment, now: float) -> None:
+        if len(self.queue) >= self.buffer:
+            self.drops += 1
+            return
+        mark = self.mark_threshold is not None and len(self.queue) >= self.mark_threshold
+        self.marks += mark
+        if not self.queue:
+            self.busy_until = max(self.busy_until, now)
+        self.queue.append((flow, segment, mark))
+
+    def next_departure(self) -> float | None:
+        return self.busy_until + 1 / self.capacity if self.queue else None
+
+    def depart(self) -> tuple[int, Segment, bool]:
+        self.busy_until += 1 / self.capacity
+        return self.queue.pop(0)
+
+
+def jain(values: list[float]) -> float:
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 0.0
+
+
+def simulate_flows(n: int, *, capacity: float = 200.0, buffer: int = 25, delay: float = 0.02,
+                   duration: float = 60.0, stagger: float = 2.0, mark_threshold: int | None = None,
+                   keys_per_segment: int = 4, seed: int = 7) -> dict:
+    """Run ``n`` flows through one bottleneck; goodput per flow over the second half."""
+    config = ConnectionConfig(key_bits=256, keys_per_segment=keys_per_segment,
+                              buffer_bits=1 << 22, idle_timeout=1e6)
+    flows = []
+    for i in range(n):
+        a = Connection(Endpoint("1.1.0.1", 40000 + i), Endpoint("1.2.0.1", 5000 + i),
+                       Role.INITIATOR, config, request=REQUEST, isn=(i * 0x9E3779B9) & 0xFFFFFFFF,
+                       randbytes=seeded_randbytes(seed + i))
+        b = Connection(Endpoint("1.2.0.1", 5000 + i), Endpoint("1.1.0.1", 40000 + i),
+                       Role.RESPONDER, config, isn=i * 7919, randbytes=seeded_randbytes(seed))
+        flows.append((a, b))
+    link = Bottleneck(capacity, buffer, mark_threshold)
+    acks: list = []  # heap (time, n, flow, segment)
+    forward: list = []  # heap: after the bottleneck, propagation to b
+    count = itertools.count()
+    half = duration / 2
+    delivered_half = [0] * n
+    started = [False] * n
+    now = 0.0
+
+    def drain(i: int) -> None:
+        a, b = flows[i]
+        b_keys = b.take_keys(b.keys_available())
+        if now >= half:
+            delivered_half[i] += len(b_keys)
+        a.take_keys(a.keys_available())
+        for segment in a.segments_to_send(now):
+            link.offer(i, segment, now)
+        for segment in b.segments_to_send(now):
+            heapq.heappush(acks, (now + delay, next(count), i, segment))
+        a.events(), b.events()
+
+    while now < duration:
+        candidates = [link.next_departure(), acks[0][0] if acks else None,
+                      forward[0][0] if forward else None]
+        candidates += [i * stagger for i in range(n) if not started[i]]
+        candidates += [t for a, b in flows for t in (a.next_timer(), b.next_timer())
+                       if t is not None]
+        now = max(now, min(t for t in candidates if t is not None))
+        for i in range(n):
+            if not started[i] and now >= i * stagger:
+                started[i] = True
+                flows[i][0].open(now)
+                drain(i)
+        while link.queue and link.next_departure() <= now:
+            i, segment, mark = link.depart()
+            heapq.heappush(forward, (now + delay, next(count), i, (segment, mark)))
+        while forward and forward[0][0] <= now:
+            _, _, i, (segment, mark) = heapq.heappop(forward)
+            deliver(flows[i][1], segment, now, mark)
+            drain(i)
+        while acks and acks[0][0] <= now:
+            _, _, i, segment = heapq.heappop(acks)
+            flows[i][0].receive_segment(segment, now)
+            drain(i)
+        for i, (a, b) in enumerate(flows):
+            for conn in (a, b):
+                due = conn.next_timer()
+                if due is not None and due <= now:
+                    conn.handle_timer(now)
+                    drain(i)
+    goodput = [keys / keys_per_segment / (duration - half) for keys in delivered_half]
+    return {"flows": n, "goodput_segments_per_s": goodput, "jain": jain(goodput),
+            "utilisation": sum(goodput) / capacity, "drops": link.drops, "marks": link.marks,
+            "states": [a.state.value for a, _ in flows],
+            "cwnd": [round(a.send.cc.cwnd, 2) for a, _ in flows]}
