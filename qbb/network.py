@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,9 @@ from qbb.q3p.device import DeviceGroup
 from qbb.q3p.keystore import KeyStoreConfig, LinkKeyStore, is_initiator
 from qbb.relay import KeyRelay, RelayedKey
 from qbb.topology import Topology, load_topology
+from qbb.transport.connection import ConnectionConfig
+from qbb.transport.driver import TransportDriver
+from qbb.transport.hosting import host_transport
 
 __all__ = ["AuditedKeyStore", "EmbeddedNetwork", "IntervalSet", "Wire", "add_arguments",
            "all_pairs", "link_seed", "run_from_cli", "run_network"]
@@ -151,12 +155,19 @@ class EmbeddedNetwork:
     """All nodes of ``topology`` in this process (see the module docstring)."""
 
     def __init__(self, topology: Topology, *, config: NodeConfig = NodeConfig(),
-                 seed: int = 0, store_capacity: int = 16 << 20) -> None:
+                 seed: int = 0, store_capacity: int = 16 << 20, transport: bool = True,
+                 transport_config: ConnectionConfig | None = None,
+                 key_api_port: int | None = None) -> None:
         self.topology, self.config = topology, config
         self.plan = topology.address_plan()
         self.epoch: float | None = None
         self.nodes: dict[str, QBBNode] = {}
         self.relays: dict[str, KeyRelay] = {}
+        self.transport, self.transport_config = transport, transport_config
+        self.transports: dict[str, TransportDriver] = {}
+        #: node name -> loopback port of its key API (node i of the topology: base + i)
+        self.key_api_ports: dict[str, int] = {} if key_api_port is None else {
+            node.name: key_api_port + i for i, node in enumerate(topology.nodes)}
         self.stopped: set[str] = set()
         self.events: list[dict[str, Any]] = []
         self.hardware: dict[str, dict[str, LinkHardware]] = {n.name: {} for n in topology.nodes}
@@ -220,9 +231,17 @@ class EmbeddedNetwork:
         return node
 
     async def _run_node(self, node: QBBNode, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        name = node.name
         with trio.CancelScope() as scope:
-            self._scopes[node.name] = scope
-            await node.run(self._wires_of(node.name), task_status=task_status)
+            self._scopes[name] = scope
+            async with trio.open_nursery() as nursery:
+                await nursery.start(functools.partial(node.run, self._wires_of(name)))
+                if self.transport:
+                    port = self.key_api_ports.get(name)
+                    self.transports[name] = await nursery.start(functools.partial(
+                        host_transport, node, self.relays[name], config=self.transport_config,
+                        key_api=None if port is None else ("127.0.0.1", port)))
+                task_status.started(node)
 
     def stop_node(self, name: str) -> None:
         """Stop node ``name`` (its protocol state is lost; its key stores are kept)."""

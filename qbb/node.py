@@ -66,7 +66,20 @@ from qbb.routing.simulate import Timers, make_router
 from qbb.routing.table import ip_int
 from qbb.errors import ConfigError, DecodeError
 from qbb.topology import LinkSpec, Topology
-from qbb.wire import PROTO_ICMP, PROTO_OSPF
+from qbb.wire import PROTO_ICMP, PROTO_OSPF, PROTO_QKDTL
+
+_SYN = 0x02
+
+
+def _is_qkdtl(data: bytes) -> bool:
+    return len(data) >= 20 and data[9] == PROTO_QKDTL
+
+
+def _qkdtl_flags(data: bytes) -> int:
+    """The QKDTL flags of a QKDNL packet carrying a segment (0 if too short)."""
+    offset = (data[0] & 0x0F) * 4 + 12
+    return int.from_bytes(data[offset:offset + 2], "big") if len(data) >= offset + 2 else 0
+
 
 __all__ = ["ALL_SPF_ROUTERS", "LinkHardware", "NodeConfig", "NodeLink", "QBBNode",
            "build_router"]
@@ -174,6 +187,9 @@ class QBBNode:
             if topology.costs == "auto" and link.spec.configured_cost(name) is None)
         self.link_costs: dict[str, LinkCost] = {}
         self._handlers: dict[int, Handler] = {}
+        #: admission control of the guaranteed-rate class on forwarded QKDTL packets
+        #: (:class:`qbb.transport.admission.AdmissionControl`; set by the transport)
+        self.admission: Any = None
         self._routes_version = -1
         self._router_wake = trio.Event()
         self._starting = False
@@ -321,7 +337,10 @@ class QBBNode:
         now = self.clock()
         if isinstance(event, Delivered):
             self._refresh_routes()
-            self._execute(self.forwarder.handle(event.payload, interface, now))
+            actions = self.forwarder.handle(event.payload, interface, now)
+            if self.admission is not None:
+                actions = self._admit(actions, now)
+            self._execute(actions)
         elif isinstance(event, LinkUp):
             self.links[interface].up = True
             self.forwarder.set_interface_up(interface, True)
@@ -348,6 +367,22 @@ class QBBNode:
             back = reverse_costs(tables, self.router.database(now)) if tables else {}
             self.forwarder.update_routes(tables, back)
             self._routes_version = version
+
+    def _admit(self, actions: list, now: float) -> list:
+        """Transit admission (docs/transport-service.md): a guaranteed-rate SYN that its
+        outgoing link cannot carry is dropped and its source told with ICMP 3/13;
+        other QKDTL packets refresh or release reservations while any are held."""
+        for action in actions:
+            if not isinstance(action, Send) or not _is_qkdtl(action.data):
+                continue
+            if _qkdtl_flags(action.data) & _SYN and not self.admission.check_syn(
+                    action.data, action.interface, now):
+                self.forwarder.drops["admission_refused"] += 1
+                refusal = self.admission.refusal(self.address, action.data)
+                return [Drop("admission_refused"), *self.forwarder.originate(refusal, now)]
+            if self.admission.reservations:
+                self.admission.observe(action.data, action.interface, now)
+        return actions
 
     def _execute(self, actions: list) -> list[bool]:
         """Carry out the forwarder's actions; per action, whether it took effect."""

@@ -11,12 +11,10 @@ import trio
 import trio.testing
 
 from qbb.keyapi.model import ApiError, KeyChunk, Qos, Status
-from qbb.netlayer.forwarding import Drop, Send
 from qbb.network import EmbeddedNetwork
 from qbb.topology import load_topology
 from qbb.transport.connection import ConnectionConfig
 from qbb.transport.driver import TransportDriver
-from qbb.wire import PROTO_QKDTL
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 QOS = Qos(key_chunk_size=256, timeout_s=10.0)
@@ -29,14 +27,10 @@ def clock():
 
 
 async def started(nursery, name: str) -> tuple[EmbeddedNetwork, dict[str, TransportDriver]]:
-    net = await nursery.start(EmbeddedNetwork(load_topology(TOPOLOGIES / name)).run)
-    drivers = {}
-    for node_name, node in net.nodes.items():
-        drivers[node_name] = TransportDriver.attach(node, relay=net.relays[node_name],
-                                                    config=CONFIG)
-        await nursery.start(drivers[node_name].run)
+    net = await nursery.start(EmbeddedNetwork(load_topology(TOPOLOGIES / name),
+                                              transport_config=CONFIG).run)
     assert await net.wait_converged(timeout=20) is not None
-    return net, drivers
+    return net, net.transports
 
 
 async def registered(drivers, node: str, name: str) -> int:
@@ -188,22 +182,8 @@ async def test_link_failure_on_the_path_reroutes_and_keys_stay_identical(clock):
 
 
 def transit_admission(node, driver) -> None:
-    """What the node's forwarding path does with the admission hook (test-local wiring)."""
-    forwarder, original = node.forwarder, node.forwarder._forward
-
-    def forward(data, header, arrived_on, now):
-        actions = original(data, header, arrived_on, now)
-        if header.protocol != PROTO_QKDTL or arrived_on is None:
-            return actions
-        for action in actions:
-            if isinstance(action, Send):
-                if not driver.admission.check_syn(action.data, action.interface, now):
-                    refusal = driver.admission.refusal(node.address, action.data)
-                    forwarder.drops["admission_refused"] += 1
-                    return [Drop("admission_refused")] + forwarder.originate(refusal, now)
-                driver.admission.observe(action.data, action.interface, now)
-        return actions
-    forwarder._forward = forward
+    """The node's forwarding path checks forwarded SYNs against the driver's table."""
+    assert node.admission is driver.admission
 
 
 async def test_guaranteed_rate_beyond_capacity_is_refused_with_qos_not_met(clock):

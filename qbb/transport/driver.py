@@ -77,6 +77,7 @@ class TransportDriver:
                                         admission=self.admission, route=self.route,
                                         randbytes=randbytes, isn=isn)
         self.backend = TransportKeyBackend(self)
+        self.key_api = None  # the KeyApiServer serving ``backend``, when one runs
         self.counters: Counter[str] = Counter()
         self.running = False
         self._inbox: deque[tuple[str, Any]] = deque()
@@ -93,6 +94,7 @@ class TransportDriver:
             kwargs["fallback"] = relay._on_packet
         driver = cls(node, **kwargs)
         node.register(PROTO_QKDTL, driver.on_packet)
+        node.admission = driver.admission  # transit admission on the forwarding path
         if icmp:
             node.register(PROTO_ICMP, driver.on_icmp)
         return driver
