@@ -25,6 +25,7 @@ closes, so it cannot outlive a launcher killed with SIGKILL.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import queue
@@ -40,7 +41,7 @@ from typing import Any
 
 from qbb.errors import ConfigError, QbbError
 from qbb.netns import Netem, NetLab, NetnsError, netem_supported
-from qbb.network import IntervalSet, all_pairs
+from qbb.network import IntervalSet, all_pairs, app_pairs_option, check_app_options
 from qbb.topology import ScheduledEvent, Topology, load_topology
 
 __all__ = ["EmulatedNetwork", "EmulationError", "NodeProcess", "add_arguments", "main",
@@ -49,6 +50,7 @@ __all__ = ["EmulatedNetwork", "EmulationError", "NodeProcess", "add_arguments", 
 STARTUP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 10.0
 RATE_LEAD_S = 0.5  # a key rate change takes effect this far in the future at both ends
+DEFAULT_KEY_API_PORT = 7400  # each node namespace has its own loopback
 
 
 class EmulationError(QbbError):
@@ -150,8 +152,10 @@ class EmulatedNetwork:
 
     def __init__(self, topology: Topology, topology_path: str | os.PathLike, *,
                  capture_dir: str | os.PathLike | None = None, netem: Netem | None = None,
-                 reveal_keys: bool = False, python: str = sys.executable) -> None:
+                 reveal_keys: bool = False, python: str = sys.executable,
+                 key_api_port: int | None = None) -> None:
         self.topology, self.path = topology, str(Path(topology_path).resolve())
+        self.key_api_port = key_api_port
         self.plan = topology.address_plan()
         self.capture_dir = Path(capture_dir) if capture_dir else None
         self.netem, self.reveal, self.python = netem, reveal_keys, python
@@ -228,6 +232,8 @@ class EmulatedNetwork:
                 argv += ["--link", f"{a},{pair.addr_b},{pair.addr_a}"]
         if self.reveal:
             argv.append("--reveal-keys")
+        if self.key_api_port is not None:
+            argv += ["--key-api", str(self.key_api_port)]
         log_path = Path(self._logdir.name) / f"{name}.log"
         with open(log_path, "wb") as log:
             proc = self.lab.spawn(self.namespaces[name], argv, stdin=subprocess.PIPE,
@@ -343,6 +349,56 @@ class EmulatedNetwork:
         self.keys["sent"] += 1
         return reply
 
+    def key_cli(self, node: str, *args: str) -> subprocess.Popen:
+        """Start ``qbb key --api 127.0.0.1:PORT ARGS`` inside ``node``'s namespace (an
+        application of that node; needs ``key_api_port``)."""
+        if self.key_api_port is None:
+            raise EmulationError("the key API is off: start the network with key_api_port")
+        argv = [self.python, "-m", "qbb", "key", "--api", f"127.0.0.1:{self.key_api_port}",
+                *args]
+        return self.lab.spawn(self.namespaces[node], argv, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+
+    def app_stream(self, client: str, server: str, name: str, keys: int = 16,
+                   bits: int = 256, timeout: float = 20.0) -> dict[str, Any]:
+        """SECOQC's three phases by applications in the two nodes' namespaces, through
+        their key APIs (`qbb key` processes): register + accept at ``server``, open at
+        ``client``, ``keys`` GET_KEYs at both; keys compared by SHA-256 digest."""
+        result: dict[str, Any] = {"client": client, "server": server, "name": name,
+                                  "keys": 0, "identical": False, "status": "SUCCESSFUL"}
+
+        def finish(proc: subprocess.Popen) -> str:
+            out, err = proc.communicate(timeout=timeout + 10)
+            if proc.returncode != 0:
+                raise EmulationError(err.strip() or f"qbb key exited {proc.returncode}")
+            return out
+        try:
+            finish(self.key_cli(server, "register", name))
+            deadline = time.monotonic() + timeout
+            accept = self.key_cli(server, "accept", name, "--timeout", str(timeout))
+            while True:  # the directory needs a moment to reach the client's node
+                opened = self.key_cli(client, "open", name, "--chunk-bits", str(bits),
+                                      "--timeout", str(timeout))
+                out, err = opened.communicate(timeout=timeout + 10)
+                if opened.returncode == 0 or "UNKNOWN_APPLICATION" not in err \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if opened.returncode != 0:
+                accept.kill()
+                raise EmulationError(err.strip())
+            ksid, server_ksid = out.strip(), finish(accept).strip()
+            get = ("get", ksid, "--count", str(keys), "--timeout", str(timeout), "--json")
+            procs = [self.key_cli(client, *get), self.key_cli(server, *get)]
+            digests = [[(item["index"], hashlib.sha256(item["key"].encode()).hexdigest())
+                        for item in map(json.loads, finish(p).splitlines())] for p in procs]
+            finish(self.key_cli(client, "close", ksid))
+            result.update(ksid=ksid, keys=len(digests[0]),
+                          identical=ksid == server_ksid and digests[0] == digests[1])
+        except (EmulationError, subprocess.TimeoutExpired, ValueError, KeyError) as error:
+            result["status"] = str(error).split(":")[0] or type(error).__name__
+        return result
+
     def probe(self, source: str, address: str, ttl: int = 64, seq: int = 0) -> bool:
         """ICMP Echo Request from ``source`` to ``address`` with ``ttl``."""
         return bool(self.procs[source].request("probe", address=address, ttl=ttl,
@@ -428,15 +484,20 @@ def run_emulated(topology_path: str | os.PathLike, duration_s: float, *,
                  pairs: Sequence[tuple[str, str]] | None = None, keys_per_pair: int = 1,
                  key_bits: int = 256, relay_interval: float = 1.0,
                  capture_dir: str | os.PathLike | None = None, netem: Netem | None = None,
-                 on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                 on_progress: Callable[[dict], None] | None = None,
+                 key_api_port: int | None = None, app_pairs: Sequence[tuple[str, str]] = (),
+                 app_keys: int = 16, app_key_bits: int = 256) -> dict[str, Any]:
     """Run the topology at ``topology_path`` in namespaces for ``duration_s`` seconds.
 
     Same course as :func:`qbb.network.run_network`: wait for convergence, then every
     ``relay_interval`` one key per pair, ``keys_per_pair`` rounds, while time allows."""
     topology = load_topology(topology_path)
     pairs = list(pairs) if pairs is not None else all_pairs(topology)
+    if app_pairs and key_api_port is None:
+        key_api_port = DEFAULT_KEY_API_PORT
+    apps: list[dict[str, Any]] = []
     with EmulatedNetwork(topology, topology_path, capture_dir=capture_dir,
-                         netem=netem) as net:
+                         netem=netem, key_api_port=key_api_port) as net:
         report = _reporter(net, on_progress)
         convergence = None
         while convergence is None and net.clock() < duration_s:
@@ -450,12 +511,28 @@ def run_emulated(topology_path: str | os.PathLike, duration_s: float, *,
                     net.relay_key(a, b, key_bits)
                 net.sleep(relay_interval)
                 report()
+            for index, (client, server) in enumerate(app_pairs):
+                apps.append(net.app_stream(client, server, f"demo-{server}-{index}",
+                                           keys=app_keys, bits=app_key_bits))
         while net.clock() < duration_s:
             net.sleep(min(1.0, duration_s - net.clock()))
             report()
         at_end = net.converged()
         net.close()
-        return net.summary(None if convergence is None else round(convergence, 6), at_end)
+        summary = net.summary(None if convergence is None else round(convergence, 6), at_end)
+        summary.update(app_summary(apps, len(app_pairs), app_key_bits))
+        return summary
+
+
+def app_summary(results: list[dict[str, Any]], wanted: int, bits: int) -> dict[str, Any]:
+    """The ``app_*`` fields of a run summary (as qbb.keydemo.run_app_streams gives)."""
+    failures = Counter(r["status"] for r in results if r["status"] != "SUCCESSFUL")
+    if wanted > len(results):
+        failures["unfinished"] += wanted - len(results)
+    good = sum(r["keys"] for r in results if r["identical"])
+    return {"app_streams": wanted, "app_keys": good, "app_key_bits": good * bits,
+            "app_keys_identical": all(r["identical"] for r in results) if results else None,
+            "app_failures": dict(sorted(failures.items()))}
 
 
 def _reporter(net: EmulatedNetwork, on_progress: Callable[[dict], None] | None):
@@ -492,10 +569,14 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
     for a, b in pairs or ():
         if a not in names or b not in names or a == b:
             raise ConfigError(f"--pairs: {a}:{b} does not name two nodes of {topology.name}")
+    check_app_options(args)
     summary = run_emulated(args.topology, args.duration, pairs=pairs, keys_per_pair=args.relay,
                            key_bits=args.key_bits, capture_dir=getattr(args, "capture", None),
                            netem=parse_netem(getattr(args, "netem", None)),
-                           on_progress=None if args.json else _print_progress)
+                           on_progress=None if args.json else _print_progress,
+                           key_api_port=args.key_api,
+                           app_pairs=app_pairs_option(args.apps, topology),
+                           app_keys=args.app_keys, app_key_bits=args.app_key_bits)
     return print_summary(summary, args.json, out)
 
 

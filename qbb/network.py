@@ -41,6 +41,7 @@ import trio.testing
 
 from qbb.console import HELP, merge_schedule, parse_event_option, run_console
 from qbb.errors import ConfigError
+from qbb.keydemo import farthest_pair, run_app_streams
 from qbb.node import LinkHardware, NodeConfig, QBBNode
 from qbb.q3p.device import DeviceGroup
 from qbb.q3p.keystore import KeyStoreConfig, LinkKeyStore, is_initiator
@@ -368,23 +369,38 @@ async def run_network(topology: Topology, duration_s: float, *,
                       key_bits: int = 256, relay_interval: float = 1.0,
                       config: NodeConfig = NodeConfig(), seed: int = 0,
                       console: trio.abc.ReceiveStream | None = None,
-                      console_write: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      console_write: Callable[[str], None] | None = None,
+                      app_pairs: Sequence[tuple[str, str]] = (), app_keys: int = 16,
+                      app_key_bits: int = 256,
+                      key_api_port: int | None = None) -> dict[str, Any]:
     """Run ``topology`` for ``duration_s`` network seconds and return the summary.
 
     After convergence, every ``relay_interval`` one key of ``key_bits`` goes from the
     first to the second node of each pair (default :func:`all_pairs`), ``keys_per_pair``
-    rounds in all, as long as the duration allows; ``on_progress`` gets a small dict
-    about once per second.  Commands read from ``console`` (:mod:`qbb.console`) are
-    applied as they arrive; replies go to ``console_write``."""
+    rounds in all, as long as the duration allows; meanwhile, for each of ``app_pairs``,
+    demonstration applications obtain ``app_keys`` keys through the QKDTL transport
+    (:mod:`qbb.keydemo`).  ``on_progress`` gets a small dict about once per second.
+    Commands read from ``console`` (:mod:`qbb.console`) are applied as they arrive;
+    replies go to ``console_write``.  ``key_api_port``: node i serves the key API on
+    127.0.0.1:port+i."""
     pairs = list(pairs) if pairs is not None else all_pairs(topology)
+    apps: dict[str, Any] = {"app_streams": len(app_pairs), "app_keys": 0, "app_key_bits": 0,
+                            "app_keys_identical": None,
+                            "app_failures": {"unfinished": len(app_pairs)} if app_pairs else {}}
+
+    async def run_apps(timeout: float) -> None:
+        apps.update(await run_app_streams(net, app_pairs, keys=app_keys,
+                                          chunk_bits=app_key_bits, timeout=timeout))
     async with trio.open_nursery() as nursery:
         net: EmbeddedNetwork = await nursery.start(
-            EmbeddedNetwork(topology, config=config, seed=seed).run)
+            EmbeddedNetwork(topology, config=config, seed=seed, key_api_port=key_api_port).run)
         if on_progress is not None:
             nursery.start_soon(_progress, net, on_progress)
         if console is not None:
             nursery.start_soon(run_console, net, console, console_write or _print_stderr)
         convergence = await net.wait_converged(timeout=duration_s)
+        if convergence is not None and app_pairs:
+            nursery.start_soon(run_apps, max(0.1, duration_s - net.clock()))
         if convergence is not None:
             for _ in range(keys_per_pair):
                 if net.clock() + relay_interval > duration_s:
@@ -394,6 +410,7 @@ async def run_network(topology: Topology, duration_s: float, *,
                 await trio.sleep(relay_interval)
         await trio.sleep_until(net.epoch + duration_s)
         summary = net.summary(None if convergence is None else round(convergence, 6))
+        summary.update(apps)
         nursery.cancel_scope.cancel()
     return summary
 
@@ -423,6 +440,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="schedule an event (repeatable), e.g. 5:link_down:A-B, "
                         "8:key_rate:A-B:5000, 12:node_stop:C; merged with the topology's "
                         "schedule")
+    parser.add_argument("--apps", default="auto", metavar="A:B,C:D|auto|none",
+                        help="application key streams through the QKDTL transport: a client "
+                        "application at A obtains keys shared with a server application at B "
+                        "(default auto: the first node and the node farthest from it)")
+    parser.add_argument("--app-keys", type=int, default=16, metavar="N",
+                        help="keys each application pair obtains (default 16)")
+    parser.add_argument("--app-key-bits", type=int, default=256, metavar="BITS",
+                        help="key length for the applications (default 256)")
+    parser.add_argument("--key-api", type=int, default=None, metavar="PORT",
+                        help="serve the key API (docs/keyapi.md) of node i on "
+                        "127.0.0.1:PORT+i for `qbb key` (embedded mode); in netns mode every "
+                        "node serves PORT on its namespace's loopback")
     parser.add_argument("--interactive", action="store_true",
                         help="read commands from stdin while running (default when stdin "
                         "is a terminal): link down A-B, link up A-B, rate A-B BPS, stop A, "
@@ -439,6 +468,28 @@ def _parse_pairs(text: str | None) -> list[tuple[str, str]] | None:
             raise ConfigError(f"--pairs: expected A:B, got {item!r}")
         pairs.append((a, b))
     return pairs
+
+
+def app_pairs_option(text: str, topology: Topology) -> list[tuple[str, str]]:
+    """``--apps``: "auto", "none" or A:B pairs of distinct nodes of ``topology``."""
+    if text == "none":
+        return []
+    if text == "auto":
+        return [farthest_pair(topology)] if len(topology.nodes) > 1 else []
+    pairs, names = _parse_pairs(text) or [], {node.name for node in topology.nodes}
+    for a, b in pairs:
+        if a not in names or b not in names or a == b:
+            raise ConfigError(f"--apps: {a}:{b} does not name two nodes of {topology.name}")
+    return pairs
+
+
+def check_app_options(args: argparse.Namespace) -> None:
+    if not 1 <= args.app_keys <= 100_000:
+        raise ConfigError(f"--app-keys must be 1..100000, got {args.app_keys}")
+    if not 1 <= args.app_key_bits <= 0xFFFF:
+        raise ConfigError(f"--app-key-bits must be 1..65535, got {args.app_key_bits}")
+    if args.key_api is not None and not 1 <= args.key_api <= 0xFFFF:
+        raise ConfigError(f"--key-api must be a TCP port, got {args.key_api}")
 
 
 def _print_stderr(text: str) -> None:
@@ -476,13 +527,23 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
     for a, b in pairs or ():
         if a not in names or b not in names or a == b:
             raise ConfigError(f"--pairs: {a}:{b} does not name two nodes of {topology.name}")
+    app_pairs = app_pairs_option(args.apps, topology)
+    check_app_options(args)
+    if args.key_api is not None:
+        top = args.key_api + len(topology.nodes) - 1
+        if top > 0xFFFF:
+            raise ConfigError(f"--key-api {args.key_api}: {len(topology.nodes)} nodes need "
+                              f"ports up to {top}")
+        _print_stderr("key API: " + ", ".join(
+            f"{node.name} 127.0.0.1:{args.key_api + i}" for i, node in enumerate(topology.nodes)))
     progress = None if args.json else _print_progress
     console = _console(args)
     if console is not None:
         _print_stderr(HELP)
     main = lambda: run_network(topology, args.duration, on_progress=progress, pairs=pairs,  # noqa: E731
                                keys_per_pair=args.relay, key_bits=args.key_bits, seed=args.seed,
-                               console=console)
+                               console=console, app_pairs=app_pairs, app_keys=args.app_keys,
+                               app_key_bits=args.app_key_bits, key_api_port=args.key_api)
     clock = trio.testing.MockClock(autojump_threshold=0) if args.virtual_time else None
     summary = trio.run(main, clock=clock)
     return print_summary(summary, args.json, out)

@@ -4,7 +4,9 @@ The emulated mode (shared/DESIGN.md, docs/emulated.md) runs every node of a topo
 its own network namespace; :mod:`qbb.emulated` starts this entry point once per node.  It
 runs one :class:`~qbb.node.QBBNode` (the same class as the embedded network) whose links
 are driven by :func:`~qbb.q3p.driver.run_udp` on UDP sockets bound to the node's veth
-addresses, port :data:`qbb.wire.Q3P_UDP_PORT`, plus a :class:`~qbb.relay.KeyRelay`.
+addresses, port :data:`qbb.wire.Q3P_UDP_PORT`, plus a :class:`~qbb.relay.KeyRelay` and the
+QKDTL transport (:mod:`qbb.transport.hosting`; with ``--key-api PORT`` the application key
+API on this namespace's 127.0.0.1:PORT, docs/keyapi.md).
 
 Key material
     Each link end's :class:`~qbb.node.LinkHardware` is built as the embedded network
@@ -30,6 +32,7 @@ Control channel (docs/emulated.md §3)
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +54,8 @@ from qbb.q3p.keystore import KeyStoreConfig, is_initiator
 from qbb.q3p.linkproc import big_buffers
 from qbb.relay import KeyRelay, RelayedKey
 from qbb.topology import Topology, load_topology
+from qbb.transport.driver import TransportDriver
+from qbb.transport.hosting import host_transport
 from qbb.wire import PROTO_ICMP, Q3P_UDP_PORT
 
 __all__ = ["NodeHost", "build_hardware", "build_parser", "main"]
@@ -88,7 +93,7 @@ class NodeHost:
 
     def __init__(self, topology: Topology, name: str, underlay: dict[str, tuple[str, str]],
                  *, epoch: float, capacity: int = 16 << 20, reveal_keys: bool = False,
-                 config: NodeConfig = NodeConfig()) -> None:
+                 config: NodeConfig = NodeConfig(), key_api_port: int | None = None) -> None:
         self.topology, self.name, self.epoch = topology, name, epoch
         self.plan = topology.address_plan()
         self.config, self.reveal = config, reveal_keys
@@ -97,6 +102,8 @@ class NodeHost:
         self.sockets: dict[str, socket.socket] = {}
         self.node: QBBNode | None = None
         self.relay: KeyRelay | None = None
+        self.transport: TransportDriver | None = None
+        self.key_api_port = key_api_port
         self.scope: trio.CancelScope | None = None
         self.next_key_id = 0
         self.old_counters: list[QBBNode] = []
@@ -144,7 +151,13 @@ class NodeHost:
     async def _run_node(self, node: QBBNode, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
             self.scope = scope
-            await node.run(self._wires(), runner=run_udp, task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(functools.partial(node.run, self._wires(), runner=run_udp))
+                port = self.key_api_port
+                self.transport = await nursery.start(functools.partial(
+                    host_transport, node, self.relay, icmp=False,
+                    key_api=None if port is None else ("127.0.0.1", port)))
+                task_status.started(node)
 
     def stop(self) -> None:
         if self.scope is not None:
@@ -167,6 +180,8 @@ class NodeHost:
         emit(out)
 
     def _on_icmp(self, packet: QKDNLPacket, interface: str | None) -> None:
+        if self.transport is not None and self.transport.node is self.node:
+            self.transport.on_icmp(packet, interface)
         if self.node is None or not self.node.icmp_received:
             return
         _, source, message = self.node.icmp_received[-1]
@@ -275,7 +290,8 @@ async def run(args: argparse.Namespace) -> None:
         peer, local, remote = item.split(",")
         underlay[peer] = (local, remote)
     host = NodeHost(topology, args.node, underlay, epoch=args.epoch,
-                    capacity=args.capacity, reveal_keys=args.reveal_keys)
+                    capacity=args.capacity, reveal_keys=args.reveal_keys,
+                    key_api_port=args.key_api)
     host.open_sockets()
     async with trio.open_nursery() as nursery:
         await host.start(nursery)
@@ -295,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", action="append", default=[], metavar="PEER,LOCAL,REMOTE",
                    help="a QBB link: peer name, local and peer underlay IPv4 address")
     p.add_argument("--capacity", type=int, default=16 << 20, help="key store capacity, bytes")
+    p.add_argument("--key-api", type=int, default=None, metavar="PORT",
+                   help="serve the application key API on 127.0.0.1:PORT (this namespace)")
     p.add_argument("--reveal-keys", action="store_true",
                    help="report relayed session keys in clear on stdout (tests only)")
     return p
