@@ -168,7 +168,8 @@ class EmbeddedNetwork:
         self.transports: dict[str, TransportDriver] = {}
         #: node name -> loopback port of its key API (node i of the topology: base + i)
         self.key_api_ports: dict[str, int] = {} if key_api_port is None else {
-            node.name: key_api_port + i for i, node in enumerate(topology.nodes)}
+            node.name: key_api_port + i if key_api_port else 0  # 0: any free port
+            for i, node in enumerate(topology.nodes)}
         self.stopped: set[str] = set()
         self.events: list[dict[str, Any]] = []
         self.hardware: dict[str, dict[str, LinkHardware]] = {n.name: {} for n in topology.nodes}

@@ -52,7 +52,7 @@ def time_per_call(func: Callable[[], Any], budget_s: float) -> float:
 
 def registry() -> dict[str, Callable[[bool], Iterator[Result]]]:
     """Benchmark name -> function(quick) yielding results."""
-    from qbb.bench import codecs, keystore, link, relay, routing
+    from qbb.bench import codecs, keys, keystore, link, relay, routing
 
-    return {"codecs": codecs.run, "keystore": keystore.run, "link": link.run,
+    return {"codecs": codecs.run, "keys": keys.run, "keystore": keystore.run, "link": link.run,
             "relay": relay.run, "routing": routing.run}
