@@ -73,7 +73,7 @@ async def test_status_snapshot(clock):
 async def test_routing_packets_and_relay_frames_on_the_wire(clock):
     frames = []
     async with trio.open_nursery() as nursery:
-        net = EmbeddedNetwork(triangle())
+        net = EmbeddedNetwork(triangle(), transport=False)  # only routing and relay frames
         net.wires[("A", "B")].taps.append(frames.append)
         net = await started_net(nursery, net)
         key = net.relay_key("A", "B", 128)
