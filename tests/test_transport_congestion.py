@@ -9,6 +9,7 @@ import pytest
 
 from qbb.transport.bucket import TokenBucket
 from qbb.transport.congestion import CongestionControl
+from qbb.transport.conn_send import SendHalf
 from qbb.transport.connection import ConnectionConfig, State
 from qbb.transport.packet import ConnectRequest, SegmentFlags, ServiceClass
 from qbb.transport.rtt import RttEstimator, seq_add, seq_diff
@@ -93,6 +94,21 @@ def test_rtt_estimator_follows_rfc_6298():
     assert rtt.rto == pytest.approx(base)
     rtt.sample(0.0)
     assert rtt.rto >= 0.2
+
+
+def test_karn_no_rtt_sample_from_segments_acked_after_a_retransmission():
+    send = SendHalf(iss=100, config=CONFIG)
+    for _ in range(3):
+        send.push(SegmentFlags.KEY, b"k" * 10, 10, ((0, 8, b"k"),))
+    send.drain(0.0)
+    send.on_rto(1.0)  # the first segment is lost: sent again at 1.0
+    send.drain(1.0)
+    send.on_new_ack(130, 1.1)  # one cumulative ACK for all three
+    assert send.rtt.srtt is None  # 1.1 s would be the hole's delay, not a round trip
+    send.push(SegmentFlags.KEY, b"k" * 10, 10, ((3, 8, b"k"),))
+    send.drain(2.0)
+    send.on_new_ack(140, 2.05)
+    assert send.rtt.srtt == pytest.approx(0.05)
 
 
 def test_sequence_arithmetic_wraps():
@@ -200,8 +216,8 @@ def test_jain_index():
     assert jain([1.0, 0.0]) == 0.5
 
 
-@pytest.mark.parametrize("flows,mark", [(2, None), (3, None), (2, 6)],
-                         ids=["2-drop-tail", "3-drop-tail", "2-ce-marking"])
+@pytest.mark.parametrize("flows,mark", [(2, None), (3, None), (4, None), (2, 6)],
+                         ids=["2-drop-tail", "3-drop-tail", "4-drop-tail", "2-ce-marking"])
 def test_flows_converge_to_a_fair_share(flows, mark):
     result = simulate_flows(flows, capacity=100.0, buffer=15, delay=0.02, duration=60.0,
                             stagger=2.0, mark_threshold=mark)

@@ -181,8 +181,9 @@ def jain(values: list[float]) -> float:
 
 def simulate_flows(n: int, *, capacity: float = 200.0, buffer: int = 25, delay: float = 0.02,
                    duration: float = 60.0, stagger: float = 2.0, mark_threshold: int | None = None,
-                   keys_per_segment: int = 4, seed: int = 7) -> dict:
-    """Run ``n`` flows through one bottleneck; goodput per flow over the second half."""
+                   keys_per_segment: int = 4, seed: int = 7, bin_width: float = 5.0) -> dict:
+    """Run ``n`` flows through one bottleneck; goodput per flow over the second half
+    (and per ``bin_width`` seconds in ``series``, to watch the flows converge)."""
     config = ConnectionConfig(key_bits=256, keys_per_segment=keys_per_segment,
                               buffer_bits=1 << 22, idle_timeout=1e6)
     flows = []
@@ -199,6 +200,7 @@ def simulate_flows(n: int, *, capacity: float = 200.0, buffer: int = 25, delay: 
     count = itertools.count()
     half = duration / 2
     delivered_half = [0] * n
+    bins = [[0] * n for _ in range(int(duration / bin_width) + 1)]
     started = [False] * n
     now = 0.0
 
@@ -207,6 +209,7 @@ def simulate_flows(n: int, *, capacity: float = 200.0, buffer: int = 25, delay: 
         b_keys = b.take_keys(b.keys_available())
         if now >= half:
             delivered_half[i] += len(b_keys)
+        bins[int(now / bin_width)][i] += len(b_keys)
         a.take_keys(a.keys_available())
         for segment in a.segments_to_send(now):
             link.offer(i, segment, now)
@@ -247,4 +250,35 @@ def simulate_flows(n: int, *, capacity: float = 200.0, buffer: int = 25, delay: 
     return {"flows": n, "goodput_segments_per_s": goodput, "jain": jain(goodput),
             "utilisation": sum(goodput) / capacity, "drops": link.drops, "marks": link.marks,
             "states": [a.state.value for a, _ in flows],
+            "series": [[keys / keys_per_segment / bin_width for keys in row] for row in bins],
             "cwnd": [round(a.send.cc.cwnd, 2) for a, _ in flows]}
+
+
+# --- cost of the connection core ----------------------------------------------------------
+
+def core_throughput(config: ConnectionConfig, seconds: float = 2.0) -> dict:
+    """Keys per second through an initiator and a responder joined back to back (no codec,
+    no delay, applications take every key): the cost of the sans-IO core alone."""
+    import os
+    import time
+    a = Connection(A_END, B_END, Role.INITIATOR, config, request=REQUEST, isn=1,
+                   randbytes=os.urandom)
+    b = Connection(B_END, A_END, Role.RESPONDER, config, isn=2)
+    now = 0.0
+    a.open(now)
+    segments = a.segments_to_send(now)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        now += 0.001
+        for segment in segments:
+            deliver(b, segment, now)
+        b.take_keys(b.keys_available())
+        for segment in b.segments_to_send(now):
+            a.receive_segment(segment, now)
+        a.take_keys(a.keys_available())
+        segments = a.segments_to_send(now)
+    elapsed = time.perf_counter() - start
+    keys = a.send.stats["keys_acked"]
+    return {"key_bits": config.key_bits, "keys_per_segment": config.segment_keys,
+            "keys_per_s": keys / elapsed, "mbit_per_s": keys * config.key_bits / elapsed / 1e6,
+            "segments_per_s": a.send.stats["transmissions"] / elapsed}

@@ -24,12 +24,13 @@ order of checks follows RFC 793 §3.9:
 
 from __future__ import annotations
 
-from qbb.errors import QbbError
+from collections.abc import Sequence
+
 from qbb.transport.conn_config import Closed, KeysAvailable, Reset, Role
-from qbb.transport.conn_recv import unpack_keys
+from qbb.transport.conn_recv import RawKey, unpack_raw_keys
 from qbb.transport.conn_send import Outstanding
 from qbb.transport.fsm import Event, State
-from qbb.transport.packet import KeyDelivery, Segment, SegmentFlags
+from qbb.transport.packet import Segment, SegmentFlags
 from qbb.transport.rtt import seq_add, seq_diff
 
 __all__ = ["SegmentInput", "SYNCHRONIZED"]
@@ -37,6 +38,9 @@ __all__ = ["SegmentInput", "SYNCHRONIZED"]
 F = SegmentFlags
 SYNCHRONIZED = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
                           State.CLOSING, State.CLOSE_WAIT, State.LAST_ACK})
+#: States in which the peer's FIN was received: nothing may follow it.
+_FIN_RECEIVED = frozenset({State.CLOSING, State.CLOSE_WAIT, State.LAST_ACK, State.TIME_WAIT,
+                           State.CLOSED})
 
 
 class SegmentInput:
@@ -118,6 +122,9 @@ class SegmentInput:
         if segment.flags & F.ECE and self.role is Role.INITIATOR and self._state in SYNCHRONIZED:
             self.counters["ece"] += 1
             self.send.on_signal("ece", now, ack)
+        if self._state is State.SYN_RECEIVED:  # it did not acknowledge our SYN+ACK
+            self.counters["dropped_handshake"] += 1
+            return False
         return self._state is not State.CLOSED
 
     def _acknowledged(self, entries: list[Outstanding], now: float) -> None:
@@ -150,19 +157,24 @@ class SegmentInput:
             return
         if segment.flags & F.CWR:
             self.recv.ece_echo = False
-        verdict = self.recv.classify(segment, len(segment.payload) + fin)
-        if verdict != "in_order":
-            self._not_in_order(segment, verdict, now)
-            return
         if mark and data:
             self.recv.ece_echo = True
-        while segment is not None and self._state is not State.CLOSED:
+        verdict = self.recv.classify(segment, len(segment.payload) + fin)
+        if verdict != "in_order" or self._state in _FIN_RECEIVED:
+            self._not_in_order(segment, verdict, now)
+            return
+        while segment is not None and self._state not in _FIN_RECEIVED:
             self._in_order(segment, now)
             segment = self.recv.pop_held()
+        if self._state in _FIN_RECEIVED:
+            self.recv.held.clear()  # nothing can follow the peer's FIN
         self.recv.acks_owed = max(self.recv.acks_owed, 1)
 
     def _not_in_order(self, segment: Segment, verdict: str, now: float) -> None:
         self.recv.acks_owed += 1
+        if verdict == "in_order" or (verdict == "held" and self._state in _FIN_RECEIVED):
+            self.recv.held.pop(segment.seq, None)
+            self.counters["dropped_after_fin"] += 1
         if verdict == "duplicate" and segment.flags & F.FIN and self._state is State.TIME_WAIT:
             self._fire(Event.RECV_FIN)  # the peer lost our last ACK: restart 2MSL
             self._time_wait_due = now + self.config.time_wait
@@ -178,12 +190,9 @@ class SegmentInput:
             self.recv.advance(1)
             self._receive_fin(now)
 
-    def _checked_keys(self, payload: bytes, now: float) -> tuple[KeyDelivery, ...] | None:
-        try:
-            keys = unpack_keys(payload)
-        except QbbError:
-            keys = ()
-        if not keys or keys[0].key_id != self.recv.keys.next_id:
+    def _checked_keys(self, payload: bytes, now: float) -> list[RawKey] | None:
+        keys = unpack_raw_keys(payload)
+        if keys is None or keys[0][0] != self.recv.keys.next_id:
             self.abort(now, "protocol error: bad key sequence")
             return None
         return keys
@@ -195,7 +204,7 @@ class SegmentInput:
         elif self._state is State.TIME_WAIT:
             self._enter_time_wait(now)
 
-    def _release(self, keys: tuple[KeyDelivery, ...], now: float) -> None:
+    def _release(self, keys: Sequence[RawKey], now: float) -> None:
         if not self.recv.keys.release(keys):
             self.abort(now, "protocol error: key ids out of sequence")
             return

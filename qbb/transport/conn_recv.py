@@ -27,39 +27,49 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Sequence
 
 from qbb.codec import frozen_new
 from qbb.transport.conn_config import ConnectionConfig
 from qbb.transport.packet import WINDOW_UNIT, KeyDelivery, Segment, decode_key_deliveries
 from qbb.transport.rtt import seq_add, seq_diff
 
-__all__ = ["KeyBuffer", "ReceiveHalf", "unpack_keys"]
+__all__ = ["KeyBuffer", "ReceiveHalf", "unpack_keys", "unpack_raw_keys"]
 
 _BODY = struct.Struct(">IH")
 _KEY_FIELDS = ("key_id", "key_bits", "key")
+RawKey = tuple[int, int, bytes]  # (key_id, key_bits, key), as in conn_send
 
 
-def unpack_keys(payload: bytes) -> tuple[KeyDelivery, ...]:
-    """The keys of a KEY payload; DecodeError (via the codec) for anything not well formed."""
+def unpack_raw_keys(payload: bytes) -> list[RawKey] | None:
+    """The keys of a well-formed KEY payload as tuples; None if it is not well formed."""
     keys, offset, n = [], 0, len(payload)
     unpack = _BODY.unpack_from
     while offset < n:
         if n - offset < 6:
-            return decode_key_deliveries(payload)
+            return None
         key_id, bits = unpack(payload, offset)
         end = offset + 6 + (bits + 7) // 8
         if not bits or end > n or payload[end - 1] & ((1 << (-bits % 8)) - 1):
-            return decode_key_deliveries(payload)
-        keys.append(frozen_new(KeyDelivery, _KEY_FIELDS, (key_id, bits, payload[offset + 6:end])))
+            return None
+        keys.append((key_id, bits, payload[offset + 6:end]))
         offset = end
-    return tuple(keys) if keys else decode_key_deliveries(payload)
+    return keys or None
+
+
+def unpack_keys(payload: bytes) -> tuple[KeyDelivery, ...]:
+    """The keys of a KEY payload (== ``decode_key_deliveries``); DecodeError if malformed."""
+    keys = unpack_raw_keys(payload)
+    if keys is None:
+        return decode_key_deliveries(payload)  # raises DecodeError naming the problem
+    return tuple(frozen_new(KeyDelivery, _KEY_FIELDS, key) for key in keys)
 
 
 class KeyBuffer:
-    """Released keys not yet taken by the application, in id order."""
+    """Released keys not yet taken by the application, in id order (as raw tuples)."""
 
     def __init__(self) -> None:
-        self.keys: deque[KeyDelivery] = deque()
+        self.keys: deque[RawKey] = deque()
         self.bits = 0
         self.next_id = 0  # id of the next key to release
         self.released = 0
@@ -68,23 +78,29 @@ class KeyBuffer:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def release(self, keys: tuple[KeyDelivery, ...]) -> bool:
+    def release(self, keys: Sequence[RawKey]) -> bool:
         """Append ``keys``; False (and nothing appended) unless their ids continue the stream."""
-        for i, key in enumerate(keys):
-            if key.key_id != self.next_id + i:
-                return False
+        first = self.next_id
+        if keys[0][0] != first or keys[-1][0] != first + len(keys) - 1 or any(
+                key[0] != first + i for i, key in enumerate(keys)):
+            return False
         self.keys.extend(keys)
-        self.bits += sum(key.key_bits for key in keys)
+        self.bits += sum(key[1] for key in keys)
         self.next_id += len(keys)
         self.released += len(keys)
         return True
 
     def take(self, n: int) -> list[KeyDelivery]:
         """Up to ``n`` keys, oldest first."""
-        out = [self.keys.popleft() for _ in range(min(n, len(self.keys)))]
+        pop = self.keys.popleft
+        out = [frozen_new(KeyDelivery, _KEY_FIELDS, pop()) for _ in range(min(n, len(self.keys)))]
         self.bits -= sum(key.key_bits for key in out)
         self.taken += len(out)
         return out
+
+    def peek(self) -> list[KeyDelivery]:
+        """The keys held, without taking them (for tests and inspection)."""
+        return [KeyDelivery(*key) for key in self.keys]
 
 
 class ReceiveHalf:

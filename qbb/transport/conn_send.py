@@ -12,7 +12,9 @@ in a queue ordered by sequence number, kept until a cumulative ACK covers it.
   than a full one is sent only when nothing is in flight or it fills half the largest
   window the peer offered (sender-side silly-window avoidance, RFC 1122 §4.2.3.4).
 * **Acknowledgement**: an ACK in ``(una, nxt]`` removes every entry it covers; the RTT is
-  sampled from the newest covered entry if it was sent once (Karn), and the back-off ends.
+  sampled from the newest covered entry if it was sent once and not before the latest
+  retransmission (Karn's rule: a cumulative ACK that follows a retransmission may have
+  waited for the hole, whatever segment it is timed on), and the back-off ends.
 * **Retransmission**: one timer for the oldest entry (RFC 6298 §5); on expiry the oldest
   entry is sent again as it was, the timer backs off and ``cwnd`` drops to one.  Three
   duplicate ACKs retransmit the oldest entry at once (RFC 5681 §3.2 fast retransmit) and
@@ -33,29 +35,32 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from qbb.codec import frozen_new
 from qbb.transport.bucket import TokenBucket
 from qbb.transport.congestion import CongestionControl
 from qbb.transport.conn_config import ConnectionConfig
 from qbb.transport.packet import WINDOW_UNIT, KeyDelivery, SegmentFlags
 from qbb.transport.rtt import RttEstimator, seq_add, seq_diff
 
-__all__ = ["Outstanding", "SendHalf", "draw_keys", "pack_keys"]
+__all__ = ["Outstanding", "RawKey", "SendHalf", "draw_keys", "pack_keys"]
 
 _BODY = struct.Struct(">IH")
-_KEY_FIELDS = ("key_id", "key_bits", "key")
 MAX_KEY_ID = 1 << 32
 KEY, SYN, FIN = SegmentFlags.KEY, SegmentFlags.SYN, SegmentFlags.FIN
+#: A key inside the connection: ``(key_id, key_bits, key bytes)``; a :class:`KeyDelivery`
+#: is made only when the application takes it (a tuple costs a tenth of a dataclass).
+RawKey = tuple[int, int, bytes]
 
 
-def pack_keys(keys: Sequence[KeyDelivery]) -> bytes:
+def pack_keys(keys: Sequence[RawKey] | Sequence[KeyDelivery]) -> bytes:
     """The KEY payload of ``keys`` (what ``encode_key_deliveries`` builds, without construct)."""
     pack = _BODY.pack
-    return b"".join([part for k in keys for part in (pack(k.key_id, k.key_bits), k.key)])
+    if keys and isinstance(keys[0], KeyDelivery):
+        keys = [(k.key_id, k.key_bits, k.key) for k in keys]
+    return b"".join([part for key_id, bits, key in keys for part in (pack(key_id, bits), key)])
 
 
-def draw_keys(first_id: int, count: int, bits: int,
-              randbytes: Callable[[int], bytes]) -> list[KeyDelivery]:
+def draw_raw_keys(first_id: int, count: int, bits: int,
+                  randbytes: Callable[[int], bytes]) -> list[RawKey]:
     """``count`` fresh random keys of ``bits`` bits, ids from ``first_id``; padding bits 0."""
     size, pad = (bits + 7) // 8, -bits % 8
     raw = randbytes(size * count)
@@ -64,8 +69,14 @@ def draw_keys(first_id: int, count: int, bits: int,
         key = raw[i * size:(i + 1) * size]
         if pad:
             key = key[:-1] + bytes([key[-1] & (0xFF << pad) & 0xFF])
-        keys.append(frozen_new(KeyDelivery, _KEY_FIELDS, (first_id + i, bits, key)))
+        keys.append((first_id + i, bits, key))
     return keys
+
+
+def draw_keys(first_id: int, count: int, bits: int,
+              randbytes: Callable[[int], bytes]) -> list[KeyDelivery]:
+    """:func:`draw_raw_keys` as :class:`KeyDelivery` objects."""
+    return [KeyDelivery(*key) for key in draw_raw_keys(first_id, count, bits, randbytes)]
 
 
 @dataclass(eq=False)
@@ -76,7 +87,7 @@ class Outstanding:
     flags: SegmentFlags  # SYN, KEY or FIN (ACK and the rest are added when sent)
     length: int  # sequence numbers it takes: payload bytes, or 1 for SYN / FIN
     payload: bytes = field(repr=False)
-    keys: tuple[KeyDelivery, ...] = field(default=(), repr=False)
+    keys: tuple[RawKey, ...] = field(default=(), repr=False)
     key_bits: int = 0
     sent_at: float | None = None
     transmissions: int = 0
@@ -107,6 +118,7 @@ class SendHalf:
         self.reduced_at: int | None = None  # nxt when cwnd was last reduced
         self.cwr_pending = False  # set CWR on the next new KEY segment (RFC 3168 §6.1.2)
         self.retries = 0
+        self.timing_from = -math.inf  # RTT samples only from segments sent since then
         self.rtx_due: float | None = None
         self.persist_due: float | None = None
         self.persist_backoff = 0
@@ -114,14 +126,14 @@ class SendHalf:
         self.next_key_id = 0
         self.stats = {"keys_generated": 0, "keys_sent": 0, "keys_acked": 0, "transmissions": 0,
                       "retransmits": 0, "fast_retransmits": 0, "rto_expirations": 0,
-                      "dup_acks": 0, "probes": 0}
+                      "dup_acks": 0, "window_probes": 0}
 
     # --- queue ---------------------------------------------------------------------
 
     def push(self, flags: SegmentFlags, payload: bytes, length: int,
-             keys: tuple[KeyDelivery, ...] = ()) -> Outstanding:
+             keys: tuple[RawKey, ...] = ()) -> Outstanding:
         entry = Outstanding(self.nxt, flags, length, payload, keys,
-                            sum(k.key_bits for k in keys))
+                            sum(key[1] for key in keys))
         self.queue.append(entry)
         self.tx.append(entry)
         self.nxt = seq_add(self.nxt, length)
@@ -136,6 +148,8 @@ class SendHalf:
         for entry in out:
             if entry.transmissions == 0 and entry.flags & KEY:
                 self.stats["keys_sent"] += len(entry.keys)
+            elif entry.transmissions:
+                self.timing_from = now  # Karn: what was sent before is acked ambiguously
             entry.sent_at, entry.transmissions = now, entry.transmissions + 1
         self.stats["transmissions"] += len(out)
         if out and self.rtx_due is None:
@@ -177,8 +191,10 @@ class SendHalf:
         self.una = ack
         self.retries, self.dupacks = 0, 0
         self.rtt.reset_backoff()
-        if acked and acked[-1].transmissions == 1 and acked[-1].sent_at is not None:
-            self.rtt.sample(now - acked[-1].sent_at)
+        newest = acked[-1] if acked else None
+        if newest is not None and newest.transmissions == 1 and newest.sent_at is not None \
+                and newest.sent_at >= self.timing_from:
+            self.rtt.sample(now - newest.sent_at)
         keys = [entry for entry in acked if entry.flags & KEY]
         self.key_segments -= len(keys)
         self.key_bits_in_flight -= sum(entry.key_bits for entry in keys)
@@ -255,7 +271,8 @@ class SendHalf:
             count = self._segment_size(now, buffered_bits)
             if count <= 0:
                 return drawn
-            keys = tuple(draw_keys(self.next_key_id, count, self.config.key_bits, randbytes))
+            keys = tuple(draw_raw_keys(self.next_key_id, count, self.config.key_bits,
+                                       randbytes))
             payload = pack_keys(keys)
             self.push(KEY, payload, len(payload), keys)
             self.next_key_id += count
@@ -305,7 +322,7 @@ class SendHalf:
 
     def probe_sent(self, now: float) -> None:
         """A window probe went out: back off the persist timer."""
-        self.stats["probes"] += 1
+        self.stats["window_probes"] += 1
         self.persist_backoff += 1
         self.persist_due = None
         self._arm_persist(now)

@@ -126,9 +126,9 @@ class Connection(SegmentInput):
         """Initiator: send the SYN carrying ``request``."""
         if self.role is not Role.INITIATOR:
             raise QbbError("open() is for the initiator; a responder uses accept_syn()")
+        body = encode_connect_request(self.request) if self.request is not None else b""
         self._fire(Event.OPEN)
         self._setup_bucket(now)
-        body = encode_connect_request(self.request) if self.request is not None else b""
         self.send.push(F.SYN, body, 1)
         self._connect_due = now + self.config.connect_timeout
 
