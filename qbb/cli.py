@@ -59,9 +59,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from qbb import emulated
 
         return emulated.run_from_cli(args)
-    from qbb import network
+    from qbb import run_cli
 
-    return network.run_from_cli(args)
+    return run_cli.run_from_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qbb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from qbb import emulated, network
+    from qbb import emulated, run_cli
 
     run = sub.add_parser("run", help="run a QKD network from a topology file",
                          description="Start every node of TOPOLOGY, wait for routing to "
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "channels. netns mode (root): one process per node in its own network "
                          "namespace, links are veth pairs carrying Q3P over UDP. Exit status 0 "
                          "if the network converged.")
-    network.add_arguments(run)
+    run_cli.add_arguments(run)
     run.add_argument("--mode", choices=["embedded", "netns"], default="embedded",
                      help="embedded (default) or netns (root; see docs/emulated.md)")
     emulated.add_arguments(run)

@@ -41,7 +41,8 @@ from typing import Any
 
 from qbb.errors import ConfigError, QbbError
 from qbb.netns import Netem, NetLab, NetnsError, netem_supported
-from qbb.network import IntervalSet, all_pairs, app_pairs_option, check_app_options
+from qbb.network import IntervalSet, all_pairs
+from qbb.run_cli import app_pairs_option, check_app_options
 from qbb.topology import ScheduledEvent, Topology, load_topology
 
 __all__ = ["EmulatedNetwork", "EmulationError", "NodeProcess", "add_arguments", "main",
@@ -548,7 +549,7 @@ def _reporter(net: EmulatedNetwork, on_progress: Callable[[dict], None] | None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options emulated mode adds to ``qbb run`` (after qbb.network.add_arguments)."""
+    """The options emulated mode adds to ``qbb run`` (after qbb.run_cli.add_arguments)."""
     parser.add_argument("--capture", metavar="DIR", default=None,
                         help="netns mode: tcpdump every link into DIR/link-A-B.pcap")
     parser.add_argument("--netem", metavar="SPEC", default=None,
@@ -558,13 +559,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_cli(args: argparse.Namespace, out=None) -> int:
     """``qbb run --mode netns``: exit status 0 if the network converged."""
-    from qbb.network import _parse_pairs, _print_progress, print_summary
+    from qbb.run_cli import parse_pairs, print_progress, print_summary
 
     out = out or sys.stdout
     if getattr(args, "virtual_time", False):
         raise ConfigError("--virtual-time is for embedded mode; netns mode runs in real time")
     topology = load_topology(args.topology)
-    pairs = _parse_pairs(args.pairs)
+    pairs = parse_pairs(args.pairs)
     names = {node.name for node in topology.nodes}
     for a, b in pairs or ():
         if a not in names or b not in names or a == b:
@@ -573,7 +574,7 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
     summary = run_emulated(args.topology, args.duration, pairs=pairs, keys_per_pair=args.relay,
                            key_bits=args.key_bits, capture_dir=getattr(args, "capture", None),
                            netem=parse_netem(getattr(args, "netem", None)),
-                           on_progress=None if args.json else _print_progress,
+                           on_progress=None if args.json else print_progress,
                            key_api_port=args.key_api,
                            app_pairs=app_pairs_option(args.apps, topology),
                            app_keys=args.app_keys, app_key_bits=args.app_key_bits)
@@ -582,7 +583,7 @@ def run_from_cli(args: argparse.Namespace, out=None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m qbb.emulated TOPOLOGY ...``: the same as ``qbb run --mode netns``."""
-    from qbb.network import add_arguments as common_arguments
+    from qbb.run_cli import add_arguments as common_arguments
 
     parser = argparse.ArgumentParser(prog="python -m qbb.emulated",
                                      description="Run a topology in network namespaces.")

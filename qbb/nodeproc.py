@@ -137,8 +137,10 @@ class NodeHost:
     # -- node life -------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
-        if self.node is not None and self.node.running:
+        if self.running():
             return
+        while self.node is not None and self.node.running:  # a stop still winding down
+            await trio.sleep(0.005)  # (a start right after a stop must not be lost)
         if self.node is not None:
             self.old_counters.append(self.node)
         self._drain()

@@ -13,7 +13,8 @@ import trio.testing
 from qbb.console import (HELP, merge_schedule, parse_command, parse_event_option, run_console,
                          status_table)
 from qbb.errors import ConfigError
-from qbb.network import EmbeddedNetwork, add_arguments, run_from_cli
+from qbb.network import EmbeddedNetwork
+from qbb.run_cli import add_arguments, run_from_cli
 from qbb.topology import LinkSpec, NodeSpec, ScheduledEvent, Topology, dump_topology
 
 

@@ -161,6 +161,25 @@ def test_schedule_stop_start_and_key_rate(tmp_path: Path) -> None:
     assert not net.key_reuse_detected()
 
 
+@pytest.mark.netns
+@root_only
+def test_stop_and_start_in_the_same_instant_restart_the_node(tmp_path: Path) -> None:
+    """A start that arrives while the stopped node is still winding down is not lost
+    (regression: the start was ignored and the node stayed dead)."""
+    path = tmp_path / "line2.json"
+    path.write_text(json.dumps({
+        "name": "line2", "nodes": [{"name": n, "area": 1} for n in "XY"],
+        "links": [{"a": "X", "b": "Y"}],
+        "schedule": [{"at_s": 1.0, "action": "node_stop", "target": "Y"},
+                     {"at_s": 1.0, "action": "node_start", "target": "Y"}]}))
+    with EmulatedNetwork(load_topology(path), path, reveal_keys=True) as net:
+        net.sleep_until(1.2)
+        assert [e["action"] for e in net.events] == ["node_stop", "node_start"]
+        assert net.wait_converged(timeout=15) is not None
+        _relay_and_check(net, [("X", "Y")])
+    assert not net.key_reuse_detected()
+
+
 def test_not_root_is_a_clear_error(monkeypatch, ring5: Path) -> None:
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     with pytest.raises(netns.NetnsError, match="need root"):

@@ -14,8 +14,8 @@ import trio.testing
 
 from qbb.netlayer.icmp import DestinationUnreachable, TimeExceeded, UnreachableCode
 from qbb.netlayer.packet import QKDNLPacket
-from qbb.network import EmbeddedNetwork, IntervalSet, add_arguments, link_seed, run_from_cli, \
-    run_network
+from qbb.network import EmbeddedNetwork, IntervalSet, link_seed, run_network
+from qbb.run_cli import add_arguments, run_from_cli
 from qbb.topology import LinkSpec, NodeSpec, ScheduledEvent, Topology, dump_topology
 from qbb.wire import PROTO_QKDTL
 
