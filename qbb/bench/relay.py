@@ -24,6 +24,13 @@ of the keys in order must be the same at both ends (``identical``).
 Embedded cases (``embedded/line3``, ``embedded/line5``): the same line in one process on
 trio memory channels (:class:`qbb.network.EmbeddedNetwork`, real time), for comparison.
 
+Each veth result also carries ``q3p`` (retransmissions, timeouts, spurious timeouts,
+go-back marks, fast retransmits and duplicates received, summed over every link end),
+``retransmits`` (the first of them) and ``cpu_s`` per node (:mod:`qbb.bench.relay_node`).
+``QBB_RELAY_MALLOC=default`` runs the node processes with glibc's own malloc settings
+instead of :func:`~qbb.bench.relay_node.tune_malloc`; ``QBB_RELAY_PROFILE=DIR`` profiles
+every node process.
+
 Anchor: Toshiba's relayed OTP key throughput, 123 Mb/s (seed 001); target: 600 Mb/s
 through one relay.  Figures and reading: docs/benchmarks-relay.md.
 """
@@ -43,7 +50,7 @@ from collections.abc import Iterator
 import trio
 
 from qbb.bench import Result
-from qbb.bench.relay_node import Egress, prefill_store, send_keys
+from qbb.bench.relay_node import Egress, digest, prefill_store, send_keys, tune_malloc
 from qbb.bench.relay_node import receive as wait_received
 from qbb.network import EmbeddedNetwork
 from qbb.netns import NetLab, require_root
@@ -149,6 +156,7 @@ def _spawn_line(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
                  ["--expect", str(keys)] if i == n - 1 else [])
         if profile:
             argv += ["--profile", os.path.join(profile, f"{tag}-{name}.prof")]
+        argv += ["--malloc", os.environ.get("QBB_RELAY_MALLOC", "tuned")]
         procs.append(lab.spawn(spaces[i], argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE))
     return procs
@@ -178,17 +186,29 @@ def veth_case(lab: NetLab, n: int, keys: int, timeout: float, workdir: str,
     span = got["span_s"] or float("inf")
     mbps = got["bits_in_span"] / span / 1e6
     drops = {s["node"]: s["drops"] for s in stopped if s["drops"]}
-    retransmits = sum(link["endpoint"].get("retransmit", 0)
-                      for s in stopped for link in s["links"].values())
+    cpu = {s["node"]: s.get("cpu_s") for s in (*stopped, got) if "node" in s}
+    q3p = arq_counters([*stopped, got])
     return Result("relay", case_name("veth", n, mtu, batch), "throughput", round(mbps, 1),
                   "Mb/s", _extra(
         mbps, relays=n - 2, key_bits=KEY_BITS, mtu=mtu, keys_per_segment=batch,
         segments_sent=sent["segments"], keys_sent=sent["keys"],
         keys_delivered=got["keys"], seconds=round(got["span_s"], 3),
         ingress_seconds=round(sent["seconds"], 3),
-        identical=got["digest"] == sent["digest"] and got["keys"] == sent["keys"],
+        identical=got["digest"] == stopped[0].get("digest") and got["keys"] == sent["keys"],
         complete=kind == "received" and got["keys"] == keys, convergence_s=round(max(ready), 2),
-        ingress_refused=sent["refused"], retransmits=retransmits, drops=drops))
+        ingress_refused=sent["refused"], retransmits=q3p["retransmit"], q3p=q3p, drops=drops,
+        cpu_s=cpu))
+
+
+ARQ_COUNTERS = ("retransmit", "rto", "rto.spurious", "rto.go_back", "fast_retransmit",
+                "duplicate")
+
+
+def arq_counters(reports: list[dict]) -> dict[str, int]:
+    """Q3P retransmission counters summed over every link end of the nodes' reports."""
+    return {name: sum(link["endpoint"].get(name, 0) for report in reports
+                      for link in report.get("links", {}).values())
+            for name in ARQ_COUNTERS}
 
 
 # -- embedded: every node in this process ------------------------------------------------
@@ -204,13 +224,14 @@ async def _embedded(n: int, keys: int, timeout: float, mtu: int, batch: int) -> 
     async with trio.open_nursery() as nursery:
         await nursery.start(net.run)
         convergence = await net.wait_converged(timeout)
-        egress = Egress(keys, batch)
+        egress, drawn = Egress(keys, batch), []
         net.relays[names[-1]].on_key = egress.on_key
         sent = await send_keys(net.relays[names[0]], net.plan.nodes[names[-1]].address,
-                               keys, KEY_BITS, batch)
+                               keys, KEY_BITS, batch, drawn)
         with trio.move_on_after(timeout):
             await wait_received(egress, idle=3.0)
         nursery.cancel_scope.cancel()
+    sent["digest"] = digest(drawn)
     return {"sent": sent, "got": egress.report(), "convergence": convergence,
             "drops": dict(net.drops()), "reuse": net.key_reuse_detected()}
 
@@ -238,6 +259,8 @@ def run(quick: bool = False) -> Iterator[Result]:
     with tempfile.TemporaryDirectory(prefix="qbb-relay-") as workdir, NetLab() as lab:
         for n, mtu, batch in CASES:
             yield veth_case(lab, n, keys, timeout, workdir, profile, mtu, batch)
+    if os.environ.get("QBB_RELAY_MALLOC", "tuned") == "tuned":
+        tune_malloc()  # this process runs the embedded nodes
     for n, mtu, batch in CASES:
         yield embedded_case(n, embedded_keys, timeout, mtu, batch)
 

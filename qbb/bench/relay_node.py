@@ -25,20 +25,30 @@ Protocol with the bench (JSON lines on stdout, one command line on stdin):
 * every other node, and the ingress, prints ``{"stopped": ...}`` (counters, drops) on
   SIGTERM and exits.
 
-``--window`` sets the Q3P window of every link (default 64, as in :class:`QBBNode`).
+``--window`` sets the Q3P window of every link (default 256 here; 64 in :class:`QBBNode`).
 
-``--profile FILE`` writes cProfile statistics of the whole run (pstats format).
+Every report carries ``cpu_s``: user and system CPU seconds, page faults and context
+switches of the process since it became ready.  The keys are hashed (SHA-256, for the
+``identical`` check) only after the measurement: the ingress reports its digest with
+``stopped``, the egress computes it after its CPU time was read.
+
+``--malloc tuned`` (the default) keeps freed heap memory in the process (:func:`tune_malloc`);
+``--malloc default`` leaves glibc's settings.  ``--profile FILE`` writes cProfile
+statistics of the whole run (pstats format).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -124,7 +134,7 @@ class Egress:
         self.expect, self.batch, self.count, self.bits = expect, batch, 0, 0
         self.first = self.last = None
         self.first_bits = 0
-        self.digest = hashlib.sha256()
+        self.keys: list[bytes] = []  # hashed after the run: SHA-256 is not part of relaying
         self.done = trio.Event()
 
     def on_key(self, key: RelayedKey) -> None:
@@ -135,20 +145,31 @@ class Egress:
             self.first_bits += key.bits
         self.count += 1
         self.bits += key.bits
-        self.digest.update(key.key)
+        self.keys.append(key.key)
         if self.count >= self.expect:
             self.done.set()
 
     def report(self) -> dict:
         span = self.last - self.first if self.count > 1 else 0.0
         return {"keys": self.count, "bits": self.bits, "span_s": span,
-                "bits_in_span": self.bits - self.first_bits, "digest": self.digest.hexdigest()}
+                "bits_in_span": self.bits - self.first_bits, "digest": digest(self.keys)}
+
+
+def digest(keys: list[bytes]) -> str:
+    """SHA-256 over ``keys`` in order (computed once the measurement is over)."""
+    sha = hashlib.sha256()
+    for key in keys:
+        sha.update(key)
+    return sha.hexdigest()
 
 
 async def send_keys(relay: KeyRelay, destination: str, count: int, bits: int,
-                    batch: int = 1) -> dict:
-    """Relay ``count`` keys, ``batch`` per segment, as fast as the link queue accepts them."""
-    digest, sent, failed, segments = hashlib.sha256(), 0, 0, 0
+                    batch: int = 1, drawn: list[bytes] | None = None) -> dict:
+    """Relay ``count`` keys, ``batch`` per segment, as fast as the link queue accepts them;
+    the keys are appended to ``drawn`` (hash them with :func:`digest` once the run is over,
+    so that hashing does not hold up the links)."""
+    drawn = [] if drawn is None else drawn
+    sent, failed, segments = 0, 0, 0
     start = time.perf_counter()
     while sent < count:
         for _ in range(SEND_BATCH):
@@ -159,13 +180,13 @@ async def send_keys(relay: KeyRelay, destination: str, count: int, bits: int,
                 failed += 1
                 await trio.sleep(0.001)
                 break
-            for key in keys:
-                digest.update(key.key)
+            drawn.extend(key.key for key in keys)
             sent += len(keys)
             segments += 1
         await trio.sleep(0)
+    seconds = time.perf_counter() - start
     return {"keys": sent, "segments": segments, "bits": sent * bits, "refused": failed,
-            "seconds": time.perf_counter() - start, "digest": digest.hexdigest()}
+            "seconds": seconds}
 
 
 def _print(obj: dict) -> None:
@@ -187,12 +208,34 @@ async def _read_go() -> None:
         buffer += chunk
 
 
+_CPU_MARK = [0.0, 0.0, 0, 0]  # user s, system s, page faults, context switches at ready
+
+
+def _usage() -> list:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return [usage.ru_utime, usage.ru_stime, usage.ru_minflt + usage.ru_majflt,
+            usage.ru_nvcsw + usage.ru_nivcsw]
+
+
+def mark_cpu() -> None:
+    """Start counting this process's CPU time (user and system) from now."""
+    _CPU_MARK[:] = _usage()
+
+
+def cpu_since_mark() -> dict:
+    """CPU seconds, page faults and context switches since :func:`mark_cpu`."""
+    now = _usage()
+    return {"user": round(now[0] - _CPU_MARK[0], 3), "system": round(now[1] - _CPU_MARK[1], 3),
+            "page_faults": now[2] - _CPU_MARK[2], "switches": now[3] - _CPU_MARK[3]}
+
+
 def node_report(node: QBBNode) -> dict:
     links = {link.peer: {"driver": dict(link.driver.counters) if link.driver else {},
                          "endpoint": dict(link.endpoint.counters)}
              for link in node.links.values()}
     return {"node": node.name, "forwarder": dict(node.forwarder.counters),
-            "drops": dict(node.drops()), "node_counters": dict(node.counters), "links": links}
+            "drops": dict(node.drops()), "node_counters": dict(node.counters), "links": links,
+            "cpu_s": cpu_since_mark()}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -214,17 +257,23 @@ async def run(args: argparse.Namespace) -> None:
             with trio.move_on_after(args.timeout) as scope:
                 await _wait_routes(node, others)
                 _print({"ready": {"node": args.node, "t": node.clock()}})
+                mark_cpu()
                 if egress is not None:
                     await receive(egress, args.idle)
-                    _print({"received": {**egress.report(), **node_report(node)}})
+                    report = node_report(node)  # its CPU time first: hashing is not relaying
+                    _print({"received": {**egress.report(), **report}})
                 else:
+                    drawn: list[bytes] = []
                     if args.send:
                         await _read_go()
                         _print({"sent": await send_keys(relay, plan.nodes[args.to].address,
-                                                        args.send, args.bits, args.batch)})
+                                                        args.send, args.bits, args.batch,
+                                                        drawn)})
                     async for _ in signals:
                         break
-                    _print({"stopped": node_report(node)})
+                    report = node_report(node)
+                    _print({"stopped": {**report, "digest": digest(drawn)} if args.send
+                            else report})
             if scope.cancelled_caught:
                 _print({"timeout": {**(egress.report() if egress else {}),
                                     **node_report(node)}})
@@ -256,6 +305,26 @@ def _sockets(node: QBBNode, plan, links: list[str]) -> dict:
     return sockets
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+def tune_malloc() -> bool:
+    """Keep freed heap memory in the process (glibc only; ``False`` elsewhere).
+
+    A first touch of a page costs a page fault, about 7 us on the shared VM the figures
+    come from; glibc serves blocks above 32 MB with a fresh ``mmap`` and gives memory back
+    to the kernel when the heap top is free, so the key stores' ``bytearray`` -- which
+    re-allocates and copies itself whenever it shrinks to half (CPython) -- faulted
+    16-32 pages per relayed 57 KB frame.  No mmap and no trimming: the freed blocks are
+    reused (``docs/benchmarks-relay.md``, "page faults")."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
+                                                                      (1 << 31) - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qbb.bench.relay_node",
                                 description="Run one QBB node over UDP for the relay bench.")
@@ -274,11 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--window", type=int, default=256, help="Q3P window, frames")
     p.add_argument("--profile", help="write cProfile statistics to this file")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                   help="glibc malloc: keep freed memory (tuned) or the defaults")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.malloc == "tuned":
+        tune_malloc()
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -14,8 +14,11 @@ Theory of operation (:class:`LinkDriver`)
       pump;
     * the *pump* sleeps until it is woken or the earliest deadline passes (the endpoint's
       ``next_timer()``, the next ``advance_keys`` tick every ``key_interval`` seconds, a
-      datagram held by the :class:`~qbb.q3p.faults.FaultInjector`), then runs due timers,
-      collects ``datagrams_to_send(now)``, passes them through the fault injector, puts them
+      datagram held by the :class:`~qbb.q3p.faults.FaultInjector`), then runs due timers --
+      after reading, without waiting, whatever the wire already holds: when this process
+      was descheduled, the ACKs that arrived meanwhile must be seen before a
+      retransmission timer decides that frames were lost -- collects
+      ``datagrams_to_send(now)``, passes them through the fault injector, puts them
       on the wire and hands the endpoint's events up (a trio memory channel, a callable, or
       nowhere, counted).
 
@@ -89,6 +92,7 @@ class LinkDriver:
         self._progress = trio.Event()
         self._transmit: Callable[[bytes], bool] | None = None
         self._writable: Callable[[], Any] | None = None
+        self._drain: Callable[[], int] | None = None  # reads what the wire holds, no waiting
         self._backlog: deque[bytes] = deque()  # datagrams the socket had no room for
 
     def now(self) -> float:
@@ -127,6 +131,7 @@ class LinkDriver:
                          *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run over trio memory channels carrying whole datagrams (``bytes``)."""
         self._transmit = lambda datagram: self._memory_send(send_channel, datagram)
+        self._drain = lambda: self._memory_drain(receive_channel)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._memory_receiver, receive_channel)
             await nursery.start(self._pump)
@@ -141,6 +146,7 @@ class LinkDriver:
         peer = (socket.gethostbyname(peer[0]), peer[1])
         self._transmit = lambda datagram: self._udp_send(sock, peer, datagram)
         self._writable = lambda: trio.lowlevel.wait_writable(sock)
+        self._drain = lambda: self._udp_drain(sock, peer)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._udp_receiver, sock, peer)
             await nursery.start(self._pump)
@@ -159,16 +165,23 @@ class LinkDriver:
         try:
             async for datagram in channel:
                 self._input(datagram)
-                for _ in range(self._batch):
-                    try:
-                        self._input(channel.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                self._memory_drain(channel)
                 self.wake()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
         self.counters["wire_eof"] += 1
         await trio.sleep_forever()  # the pump keeps the endpoint's timers running
+
+    def _memory_drain(self, channel: trio.MemoryReceiveChannel) -> int:
+        """Up to ``batch`` datagrams already in the channel; how many."""
+        for count in range(self._batch):
+            try:
+                self._input(channel.receive_nowait())
+            except trio.WouldBlock:
+                return count
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.EndOfChannel):
+                return count
+        return self._batch
 
     def _udp_send(self, sock: socket.socket, peer: tuple[str, int], datagram: bytes) -> bool:
         try:
@@ -183,19 +196,24 @@ class LinkDriver:
     async def _udp_receiver(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         while True:
             await trio.lowlevel.wait_readable(sock)
-            for _ in range(self._batch):
-                try:
-                    datagram, source = sock.recvfrom(1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError as error:  # e.g. ECONNREFUSED from an ICMP error
-                    self.counters[f"recv_error.{_errname(error)}"] += 1
-                    continue
-                if source[:2] != peer:
-                    self.counters["foreign_source"] += 1
-                    continue
-                self._input(datagram)
+            self._udp_drain(sock, peer)
             self.wake()
+
+    def _udp_drain(self, sock: socket.socket, peer: tuple[str, int]) -> int:
+        """Up to ``batch`` datagrams already in the socket buffer; how many were read."""
+        for count in range(self._batch):
+            try:
+                datagram, source = sock.recvfrom(1 << 16)
+            except BlockingIOError:
+                return count
+            except OSError as error:  # e.g. ECONNREFUSED from an ICMP error
+                self.counters[f"recv_error.{_errname(error)}"] += 1
+                continue
+            if source[:2] != peer:
+                self.counters["foreign_source"] += 1
+                continue
+            self._input(datagram)
+        return self._batch
 
     def _input(self, datagram: bytes) -> None:
         self.counters["wire_in"] += 1
@@ -236,6 +254,9 @@ class LinkDriver:
             self._next_key = max(self._next_key + self._key_interval, now)
         timer = endpoint.next_timer()
         if timer is not None and now >= timer:
+            if self._drain is not None and self._drain():
+                self.counters["drained_before_timer"] += 1
+                now = self.now()
             endpoint.handle_timer(now)
         datagrams = endpoint.datagrams_to_send(now)
         if self.faults is not None:

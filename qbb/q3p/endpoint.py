@@ -25,8 +25,9 @@ session) are stale and dropped before any key is touched.
 
 Data (:mod:`qbb.q3p.arq`, :mod:`qbb.q3p.fragment`): per-channel FIFOs with priorities,
 fragmentation at the agreed MTU, selective-repeat ARQ with cumulative + SACK acks, RFC 6298
-RTO, exactly-once in-order delivery; a retransmission keeps its message number and is
-sealed with fresh key.
+RTO with probe-first timeout recovery and spurious-timeout detection (:mod:`qbb.q3p.rto`),
+exactly-once in-order delivery; a retransmission keeps its message number and is sealed
+with fresh key.  ACK bodies go through the ``struct`` fast path of :mod:`qbb.q3p.fastbody`.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from qbb.q3p.config import MIN_MTU, LinkConfig
 from qbb.q3p.connection import Action, Event, State, transition
 from qbb.q3p.device import DeviceGroup
 from qbb.q3p.events import Delivered, KeyStarved, LinkDown, LinkUp
+from qbb.q3p.fastbody import decode_control, encode_control
 from qbb.q3p.fragment import Fragment, Reassembler, SendQueue
 from qbb.q3p.keystore import KeyUnavailable, LinkKeyStore
 from qbb.q3p.packet import (Q3P_HEADER_LEN, Q3P_TAG_LEN, Command, Handshake, Notice, Q3PFrame,
-                            Reason, Sync, decode_body, decode_frame, encode_body)
+                            Reason, Sync, decode_frame)
 from qbb.q3p.seal import SealError, decrypt_payload, seal_frame, verify_frame
 
 CONTROL_PRIORITY = 7
@@ -86,7 +88,7 @@ class Q3PEndpoint:
         }
 
     def _new_session(self) -> None:
-        self._tx = SendWindow(self.config.window, self._rtt)
+        self._tx = SendWindow(self.config.window, self._rtt, probe_rto=self.config.rto_probe)
         self._rx = ReceiveWindow(self.config.window)
         self._reasm.clear()
         self._ack_count, self._ack_now, self._ack_deadline = 0, False, None
@@ -204,7 +206,8 @@ class Q3PEndpoint:
             "mtu": min(self.config.mtu, self._peer_mtu), "window": self.config.window,
             "peer_window": self._tx.peer_window, "in_flight": len(self._tx.inflight),
             "queued": len(self._queue), "snd_nxt": self._tx.nxt, "rcv_nxt": self._rx.nxt,
-            "srtt": self._rtt.srtt, "rto": self._rtt.rto, "key_starved": self._starved,
+            "srtt": self._rtt.srtt, "rto": self._rtt.rto, "rto_floor": self._rtt.floor,
+            "key_starved": self._starved,
             "enc_next": positions.enc_next, "enc_end": positions.enc_end,
             "dec_next": positions.dec_next, "dec_end": positions.dec_end,
             "parked": len(self._parked), "counters": dict(self.counters),
@@ -304,7 +307,7 @@ class Q3PEndpoint:
         if payload is None:
             return None
         try:
-            return decode_body(frame.command, payload)
+            return decode_control(frame.command, payload)
         except DecodeError:
             self._drop("malformed.body")
             return None
@@ -351,6 +354,10 @@ class Q3PEndpoint:
             self._drop("ack.invalid")
         if result.newly_lost:
             self.counters["fast_retransmit"] += result.newly_lost
+        if result.spurious:
+            self.counters["rto.spurious"] += 1
+        if result.go_back:
+            self.counters["rto.go_back"] += result.go_back
 
     def _on_data(self, frame: Q3PFrame, now: float) -> None:
         if self._state is not State.UP:
@@ -415,7 +422,7 @@ class Q3PEndpoint:
         return True
 
     def _control(self, out: list[bytes], command: Command, body: Any, number: int) -> bool:
-        return self._seal(out, number, command, encode_body(body), priority=CONTROL_PRIORITY)
+        return self._seal(out, number, command, encode_control(body), priority=CONTROL_PRIORITY)
 
     def _handshake(self) -> Handshake:
         positions = self.store.positions()
@@ -464,7 +471,9 @@ class Q3PEndpoint:
         return True
 
     def _ack_due(self, now: float) -> bool:
-        return (self._ack_now or self._ack_count >= self.config.ack_every
+        # at most half the window unacknowledged, so that a small window keeps flowing
+        every = min(self.config.ack_every, max(1, self.config.window // 2))
+        return (self._ack_now or self._ack_count >= every
                 or (self._ack_deadline is not None and now >= self._ack_deadline))
 
     def _keepalive(self, out: list[bytes], now: float) -> bool:
