@@ -46,6 +46,7 @@ import trio
 from qbb.console import stream_lines
 from qbb.netlayer.icmp import EchoRequest, encode_icmp
 from qbb.netlayer.packet import QKDNLPacket
+from qbb.memory import tune_malloc
 from qbb.network import AuditedKeyStore, link_seed
 from qbb.node import LinkHardware, NodeConfig, QBBNode
 from qbb.q3p.device import DeviceGroup
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()  # no page fault per frame from the key stores' buffers (qbb/memory.py)
     try:
         trio.run(run, args)
     except KeyboardInterrupt:

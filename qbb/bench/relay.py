@@ -28,7 +28,7 @@ Each veth result also carries ``q3p`` (retransmissions, timeouts, spurious timeo
 go-back marks, fast retransmits and duplicates received, summed over every link end),
 ``retransmits`` (the first of them) and ``cpu_s`` per node (:mod:`qbb.bench.relay_node`).
 ``QBB_RELAY_MALLOC=default`` runs the node processes with glibc's own malloc settings
-instead of :func:`~qbb.bench.relay_node.tune_malloc`; ``QBB_RELAY_PROFILE=DIR`` profiles
+instead of :func:`~qbb.memory.tune_malloc`; ``QBB_RELAY_PROFILE=DIR`` profiles
 every node process.
 
 Anchor: Toshiba's relayed OTP key throughput, 123 Mb/s (seed 001); target: 600 Mb/s

@@ -32,7 +32,7 @@ switches of the process since it became ready.  The keys are hashed (SHA-256, fo
 ``identical`` check) only after the measurement: the ingress reports its digest with
 ``stopped``, the egress computes it after its CPU time was read.
 
-``--malloc tuned`` (the default) keeps freed heap memory in the process (:func:`tune_malloc`);
+``--malloc tuned`` (the default) keeps freed heap memory in the process (:func:`qbb.memory.tune_malloc`);
 ``--malloc default`` leaves glibc's settings.  ``--profile FILE`` writes cProfile
 statistics of the whole run (pstats format).
 """
@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import ctypes
-import ctypes.util
 import dataclasses
 import functools
 import hashlib
@@ -57,6 +55,7 @@ from collections.abc import Mapping
 
 import trio
 
+from qbb.memory import tune_malloc
 from qbb.network import link_seed
 from qbb.node import LinkHardware, NodeLink, QBBNode
 from qbb.q3p.endpoint import Q3PEndpoint
@@ -303,26 +302,6 @@ def _sockets(node: QBBNode, plan, links: list[str]) -> dict:
         sock.bind((local, Q3P_UDP_PORT))
         sockets[interface] = (sock, (remote, Q3P_UDP_PORT))
     return sockets
-
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
-
-
-def tune_malloc() -> bool:
-    """Keep freed heap memory in the process (glibc only; ``False`` elsewhere).
-
-    A first touch of a page costs a page fault, about 7 us on the shared VM the figures
-    come from; glibc serves blocks above 32 MB with a fresh ``mmap`` and gives memory back
-    to the kernel when the heap top is free, so the key stores' ``bytearray`` -- which
-    re-allocates and copies itself whenever it shrinks to half (CPython) -- faulted
-    16-32 pages per relayed 57 KB frame.  No mmap and no trimming: the freed blocks are
-    reused (``docs/benchmarks-relay.md``, "page faults")."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
-                                                                      (1 << 31) - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
