@@ -3,7 +3,12 @@
 * :class:`Pair` -- one initiator and one responder joined by a two-way channel with a
   fixed one-way delay and optional faults (loss, duplication, corruption through an
   encode/decode round trip).  The responder is created when the first SYN reaches it, as
-  the node-level service does.  :meth:`Pair.run` advances time event by event.
+  the node-level service does.  :meth:`Pair.run` advances time event by event.  Towards
+  the responder the channel can also have a queue served at ``capacity`` segments/s,
+  several ``paths`` that KEY segments take in turn (a per-packet load balancer: a path
+  with more delay reorders the stream) and a delay ``spike`` (segments sent in a time
+  interval are held until its end, as a link waiting for one-time pad holds its frames)
+  or an ``outage`` (segments sent in a time interval are lost).
 * :class:`Bottleneck` / :func:`simulate_flows` -- N connection pairs whose forward
   segments share one bottleneck queue that serves ``capacity`` segments per second, with
   a drop-tail buffer of ``buffer`` segments or, with ``mark_threshold``, CE marking of
@@ -11,6 +16,9 @@
   uncongested path.  Applications take every key as soon as it is released, so the
   flows are limited by congestion control alone.  Returns per-flow goodput and the
   fairness figures (Jain's index: ``(sum x)^2 / (n sum x^2)``).
+* :func:`load_balanced_streams` -- not sans-IO: streams over a five-node
+  :class:`~qbb.network.EmbeddedNetwork` ring under trio's ``MockClock``, with A's forwarder
+  spreading them over two paths (docs/transport.md, "Reordering and delay spikes").
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ class Pair:
     take_a: bool = True
     take_b: bool = True
     mark_next: int = 0  # CE-mark this many of the next KEY segments that reach b
+    capacity: float = 0.0  # a -> b: segments/s through one FIFO queue (0: no queue)
+    paths: tuple[float, ...] = ()  # a -> b: extra delay of each path, KEY segments in turn
+    spike: tuple[float, float] | None = None  # a -> b segments sent in [t0, t1) arrive >= t1
+    outage: tuple[float, float] | None = None  # a -> b segments sent in [t0, t1) are lost
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -77,12 +89,16 @@ class Pair:
         self.events = {"a": [], "b": []}
         self.dropped = 0
         self.sent: list[tuple[str, Segment]] = []  # everything either end transmitted
+        self.busy_until = 0.0
+        self.key_segments_sent = 0
 
     def _transmit(self, src: str, segments: list[Segment]) -> None:
         for segment in segments:
             self.sent.append((src, segment))
             data = encode_segment_fast(segment)
-            if self.rng.random() < self.loss:
+            lost = src == "a" and self.outage is not None and \
+                self.outage[0] <= self.now < self.outage[1]
+            if self.rng.random() < self.loss or lost:
                 self.dropped += 1
                 continue
             copies = 2 if self.rng.random() < self.duplicate else 1
@@ -93,8 +109,22 @@ class Pair:
                                  for i, b in enumerate(data))
                 jitter = self.rng.random() * self.delay if self.rng.random() < self.reorder \
                     else 0.0
-                heapq.heappush(self.wire, (self.now + self.delay + jitter,
+                at = self._departure(segment) if src == "a" else self.now
+                heapq.heappush(self.wire, (at + self.delay + jitter,
                                            next(self.counter), "b" if src == "a" else "a", data))
+
+    def _departure(self, segment: Segment) -> float:
+        """When a segment from a leaves the queue, the spike and its path (a -> b)."""
+        at = self.now
+        if self.capacity:
+            self.busy_until = max(self.busy_until, at) + 1 / self.capacity
+            at = self.busy_until
+        if self.spike is not None and self.spike[0] <= self.now < self.spike[1]:
+            at = max(at, self.spike[1])
+        if self.paths and segment.flags & SegmentFlags.KEY:
+            at += self.paths[self.key_segments_sent % len(self.paths)]
+            self.key_segments_sent += 1
+        return at
 
     def flush(self) -> None:
         """Drain both ends' output and events; applications take keys if asked."""
@@ -282,3 +312,83 @@ def core_throughput(config: ConnectionConfig, seconds: float = 2.0) -> dict:
     return {"key_bits": config.key_bits, "keys_per_segment": config.segment_keys,
             "keys_per_s": keys / elapsed, "mbit_per_s": keys * config.key_bits / elapsed / 1e6,
             "segments_per_s": a.send.stats["transmissions"] / elapsed}
+
+
+# --- streams over a load-balanced ring (embedded network, virtual time) ------------------
+
+def load_balanced_streams(streams: int = 4, duration: float = 20.0,
+                          critical_bps: float | None = 300e3,
+                          buffer_bits: int = 1 << 20) -> dict:
+    """``streams`` connections A -> C on a five-node ring (1 Mbit/s QKD links) for
+    ``duration`` seconds of virtual time, applications taking every key; with
+    ``critical_bps`` A's link to B has that critical load (the others 800 kbit/s, fixed),
+    so A's forwarder spreads the streams' packets over A-B-C and A-E-D-C (seed 002
+    §2.5.3).  Returns delivered keys and the initiators' and responders' counters."""
+    import contextlib
+
+    import trio
+    import trio.testing
+
+    from qbb.keyapi.model import ApiError, Qos
+    from qbb.netlayer.forwarding import ForwarderConfig
+    from qbb.network import EmbeddedNetwork
+    from qbb.node import NodeConfig
+    from qbb.topology import LinkSpec, NodeSpec, Topology
+
+    names = "ABCDE"
+    ring = Topology("ring", tuple(NodeSpec(x, 1) for x in names),
+                    tuple(LinkSpec(names[i], names[(i + 1) % 5]) for i in range(5)))
+    out: dict = {}
+
+    async def main() -> None:
+        net = EmbeddedNetwork(ring, transport_config=ConnectionConfig(buffer_bits=buffer_bits),
+                              config=NodeConfig(forwarder=ForwarderConfig(
+                                  critical_load_bps=800e3)))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            await net.wait_converged(timeout=30)
+            drivers, a = net.transports, net.nodes["A"]
+            drivers["C"].backend.register("app")
+            while drivers["A"].directory.resolve("app") is None:
+                await trio.sleep(0.05)
+            via = {p: net.plan.link("A", p).address_of("A") for p in "BE"}
+            if critical_bps is not None:
+                a.forwarder.set_critical_load(via["B"], critical_bps)
+            ksids = []
+            for _ in range(streams):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(drivers["C"].backend.accept, "app", 10)
+                    ksids.append(await drivers["A"].backend.open_connect(
+                        "app", Qos(key_chunk_size=256, timeout_s=10)))
+            sent = dict(a.forwarder.sent_by_interface)
+            got: dict = {}
+
+            async def take(node: str, ksid: str, until: float) -> None:
+                keys, backend = got.setdefault((node, ksid), []), drivers[node].backend
+                while trio.current_time() < until:
+                    with contextlib.suppress(ApiError):  # TIMEOUT: a stalled stream
+                        keys += await backend.get_keys(ksid, 4096, 1.0)
+
+            until = trio.current_time() + duration
+            async with trio.open_nursery() as inner:
+                for ksid in ksids:
+                    inner.start_soon(take, "A", ksid, until)
+                    inner.start_soon(take, "C", ksid, until)
+            ini = [drivers["A"].service.streams[k].connection.status() for k in ksids]
+            res = [drivers["C"].service.streams[k].connection.status() for k in ksids]
+            keys = sum(len(got["A", k]) for k in ksids)
+            out.update(
+                keys=keys, kbit_per_s=keys * 256 / duration / 1e3,
+                identical=all(got["A", k] == got["C", k][:len(got["A", k])] for k in ksids),
+                packets_via={p: a.forwarder.sent_by_interface[i] - sent.get(i, 0)
+                             for p, i in via.items()},
+                cwnd=[s["cwnd"] for s in ini], dupthresh=[s.get("dupthresh") for s in ini],
+                **{name: sum(s.get(name, 0) for s in ini) for name in (
+                    "transmissions", "retransmits", "fast_retransmits", "rto_expirations",
+                    "undone", "spurious_retransmits", "spurious_timeouts")},
+                duplicates_received=sum(s["duplicates"] for s in res),
+                out_of_order_received=sum(s["out_of_order"] for s in res))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return out

@@ -7,17 +7,26 @@ the first node connects to it, and both fetch keys through their nodes' key API 
 loopback TCP (:class:`qbb.client.AsyncKeyClient`, GET_KEY with ``count``), for a fixed
 window after a warm-up.  Each key is compared index by index at both ends (SHA-256).
 
+Each connection's key buffer (``buffer_bits``) holds about two requests (1 Mbit for
+256-bit keys, 16 Mbit for 1 MB requests).
+
 Metrics per case: keys/s (256-bit keys) or Mb/s (1 MB of key per request, in 65,528-bit
 chunks), counted once per end-to-end key (both applications hold it); the key
 efficiency of the Q-RoKR paper's eq. 7, key_out / key_in, with key_in the link key
 bits the stores handed out in the window (one-time pads, one-time MACs, every frame of
-every protocol; the ideal for relaying over h hops is 1/h); and each link's share,
-application key bits / (window x the link's key rate).
+every protocol; the ideal for relaying over h hops is 1/h) and key_out the key bits the
+connection established end to end in the same window (released at the responder's node:
+keys drawn into a buffer ahead of the applications count when they cost link key, not
+when an application fetches them); and each link's share, application key bits /
+(window x the link's key rate).  Every row also gives
+``cpu_s``, the process CPU seconds the window took: the whole network runs in this one
+process, so on a shared machine rate x window / cpu_s is the figure to compare.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 
 import trio
@@ -49,6 +58,11 @@ def _consumed(net: EmbeddedNetwork) -> int:
                for peers in net.hardware.values() for hw in peers.values())
 
 
+def _released(net: EmbeddedNetwork, node: str, ksid: str) -> int:
+    """Keys the stream ``ksid`` has released at ``node`` (the responder) so far."""
+    return net.transports[node].service.streams[ksid].connection.recv.keys.released
+
+
 async def _fetch(client: AsyncKeyClient, ksid: str, per_call: int, until: float,
                  out: dict[int, str]) -> None:
     while trio.current_time() < until:
@@ -56,10 +70,16 @@ async def _fetch(client: AsyncKeyClient, ksid: str, per_call: int, until: float,
             out[chunk.index] = hashlib.sha256(chunk.key).hexdigest()
 
 
+def buffer_bits(bits: int) -> int:
+    """A connection's key buffer: about two requests of the case."""
+    return 16 << 20 if bits == CHUNK_BITS else 1 << 20
+
+
 async def _case(hops: int, bits: int, per_call: int, window: float) -> dict:
+    """One case: network up, applications connected, warm-up, the measured window."""
     topology = line(hops)
-    net = EmbeddedNetwork(topology, key_api_port=0,
-                          transport_config=ConnectionConfig(mss=MSS, buffer_bits=16 << 20))
+    net = EmbeddedNetwork(topology, key_api_port=0, transport_config=ConnectionConfig(
+        mss=MSS, buffer_bits=buffer_bits(bits)))
     first, last = topology.nodes[0].name, topology.nodes[-1].name
     async with trio.open_nursery() as nursery:
         await nursery.start(net.run)
@@ -68,52 +88,69 @@ async def _case(hops: int, bits: int, per_call: int, window: float) -> dict:
         ports = {name: driver.key_api.port for name, driver in net.transports.items()}
         async with AsyncKeyClient(port=ports[first]) as client, \
                 AsyncKeyClient(port=ports[last]) as server:
-            await server.register("bench")
-            with trio.fail_after(10):
-                while net.transports[first].directory.resolve("bench") is None:
-                    await trio.sleep(0.05)
-            ksids = {}
-
-            async def accept() -> None:
-                ksids["server"] = await server.accept("bench", timeout_s=10)
-            async with trio.open_nursery() as inner:
-                inner.start_soon(accept)
-                ksids["client"] = await client.open_connect(
-                    "bench", Qos(key_chunk_size=bits, timeout_s=10))
-            got_c: dict[int, str] = {}
-            got_s: dict[int, str] = {}
-            async with trio.open_nursery() as inner:  # warm-up
-                until = trio.current_time() + min(1.0, window / 4)
-                inner.start_soon(_fetch, client, ksids["client"], per_call, until, got_c)
-                inner.start_soon(_fetch, server, ksids["server"], per_call, until, got_s)
-            keys_before, used_before = min(len(got_c), len(got_s)), _consumed(net)
-            start = trio.current_time()
-            async with trio.open_nursery() as inner:
-                until = start + window
-                inner.start_soon(_fetch, client, ksids["client"], per_call, until, got_c)
-                inner.start_soon(_fetch, server, ksids["server"], per_call, until, got_s)
-            elapsed, used = trio.current_time() - start, _consumed(net) - used_before
-            common = sorted(set(got_c) & set(got_s))
-            identical = all(got_c[i] == got_s[i] for i in common)
-            await client.close(ksids["client"])
+            ksids = await _connect(net, first, client, server, bits)
+            pair = ((client, ksids[0], {}), (server, ksids[1], {}))
+            await _fetch_both(pair, per_call, min(1.0, window / 4))  # warm-up
+            measured = await _window(net, last, pair, per_call, window)
+            await client.close(ksids[0])
         nursery.cancel_scope.cancel()
-    keys = len(common) - keys_before
-    return {"keys": keys, "bits": keys * bits, "elapsed": elapsed, "used": used,
-            "identical": identical and ksids["client"] == ksids["server"],
+    keys = measured.pop("keys")
+    return {"keys": keys, "bits": keys * bits, "established_bits": measured.pop("released")
+            * bits, **measured, "identical": measured["identical"] and ksids[0] == ksids[1],
             "reuse": net.key_reuse_detected()}
+
+
+async def _connect(net: EmbeddedNetwork, first: str, client: AsyncKeyClient,
+                   server: AsyncKeyClient, bits: int) -> tuple[str, str]:
+    """Register at the server's node, connect from the client's: both ends' KSIDs."""
+    await server.register("bench")
+    with trio.fail_after(10):
+        while net.transports[first].directory.resolve("bench") is None:
+            await trio.sleep(0.05)
+    accepted: list[str] = []
+
+    async def accept() -> None:
+        accepted.append(await server.accept("bench", timeout_s=10))
+    async with trio.open_nursery() as inner:
+        inner.start_soon(accept)
+        ksid = await client.open_connect("bench", Qos(key_chunk_size=bits, timeout_s=10))
+    return ksid, accepted[0]
+
+
+async def _fetch_both(pair, per_call: int, seconds: float) -> None:
+    async with trio.open_nursery() as inner:
+        until = trio.current_time() + seconds
+        for api, ksid, got in pair:
+            inner.start_soon(_fetch, api, ksid, per_call, until, got)
+
+
+async def _window(net: EmbeddedNetwork, last: str, pair, per_call: int, window: float) -> dict:
+    """The measured window: keys both ends got, link key used, keys established, CPU."""
+    (_, _, got_c), (_, server_ksid, got_s) = pair
+    keys, used, released = min(len(got_c), len(got_s)), _consumed(net), \
+        _released(net, last, server_ksid)
+    start, cpu = trio.current_time(), time.process_time()
+    await _fetch_both(pair, per_call, window)
+    out = {"elapsed": trio.current_time() - start, "cpu": time.process_time() - cpu,
+           "used": _consumed(net) - used,
+           "released": _released(net, last, server_ksid) - released}
+    common = sorted(set(got_c) & set(got_s))
+    return {**out, "keys": len(common) - keys,
+            "identical": all(got_c[i] == got_s[i] for i in common)}
 
 
 def _rows(case: str, hops: int, bits: int, m: dict) -> Iterator[Result]:
     common = {"identical": m["identical"], "key_reuse_detected": m["reuse"], "hops": hops,
-              "link_rate_bps": LINK_RATE, "window_s": round(m["elapsed"], 3)}
+              "link_rate_bps": LINK_RATE, "window_s": round(m["elapsed"], 3),
+              "cpu_s": round(m["cpu"], 3)}
     if bits == CHUNK_BITS:
         yield Result("keys", case, "throughput", m["bits"] / m["elapsed"] / 1e6, "Mb/s", common)
     else:
         yield Result("keys", case, "rate", m["keys"] / m["elapsed"], "keys/s", common)
-    efficiency = m["bits"] / m["used"] if m["used"] else 0.0
+    efficiency = m["established_bits"] / m["used"] if m["used"] else 0.0
     yield Result("keys", case, "key_efficiency", efficiency, "ratio",
                  {**common, "ideal": 1 / hops, "key_in_bits": m["used"],
-                  "key_out_bits": m["bits"]})
+                  "key_out_bits": m["established_bits"]})
     yield Result("keys", case, "link_share", m["bits"] / (m["elapsed"] * LINK_RATE), "ratio",
                  common)
 

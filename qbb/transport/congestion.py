@@ -21,7 +21,10 @@ fixed, so segments stand for bytes).  Per RFC 5681:
   a key-starved forwarder: ``ssthresh = max(cwnd / 2, 2)``, ``cwnd = max(cwnd / 2, 1)``,
   at most once per round trip (a reduction for loss counts too), so one congestion
   episode halves the window once however many marks it produces;
-* **retransmission timeout**: ``ssthresh = max(flight / 2, 2)``, ``cwnd = 1``.
+* **retransmission timeout**: ``ssthresh = max(flight / 2, 2)``, ``cwnd = 1``;
+* **undo**: a reduction for loss that turned out spurious (the segment was delayed or
+  reordered, not lost: :mod:`qbb.transport.recovery`) is taken back: ``cwnd`` and
+  ``ssthresh`` return to at least their values before it (RFC 3708 / RFC 4015 response).
 
 Additive increase with multiplicative decrease converges to equal windows for flows with
 equal round-trip times sharing a bottleneck (Chiu and Jain, 1989): each decrease halves
@@ -46,6 +49,7 @@ class CongestionControl:
         self.ssthresh = math.inf
         self.last_reduction: float | None = None
         self.reductions = {"fast_retransmit": 0, "ece": 0, "source_quench": 0, "rto": 0}
+        self.undone = 0
 
     @property
     def window(self) -> int:
@@ -92,3 +96,9 @@ class CongestionControl:
         self.last_reduction = now
         self.reductions[kind] += 1
         return True
+
+    def undo(self, prior_cwnd: float, prior_ssthresh: float) -> None:
+        """A reduction for loss was spurious: back to the window from before it."""
+        self.cwnd = max(self.cwnd, prior_cwnd)
+        self.ssthresh = max(self.ssthresh, prior_ssthresh)
+        self.undone += 1

@@ -15,6 +15,8 @@ order of checks follows RFC 793 §3.9:
    and the segment dropped; an old ACK is ignored; an ACK in ``(una, nxt]`` releases the
    acknowledged keys at the initiator and completes the SYN or FIN handshake it closes.
    A repeated ACK with no data and the same window is a duplicate ACK (RFC 5681 §2).
+   An 8-byte payload on an ACK without KEY is a D-SACK block: the peer received that
+   range twice (:mod:`qbb.transport.recovery`).
    ECE on an ACK asks the initiator to halve its window (RFC 3168 §6.1.2).
 5. KEY payload and FIN: in order -> processed (keys released at the responder, FIN moves
    the state machine); ahead -> held; behind -> duplicate; beyond the free buffer ->
@@ -31,6 +33,7 @@ from qbb.transport.conn_recv import RawKey, unpack_raw_keys
 from qbb.transport.conn_send import Outstanding
 from qbb.transport.fsm import Event, State
 from qbb.transport.packet import Segment, SegmentFlags
+from qbb.transport.recovery import DSACK, decode_dsack
 from qbb.transport.rtt import seq_add, seq_diff
 
 __all__ = ["SegmentInput", "SYNCHRONIZED"]
@@ -122,6 +125,9 @@ class SegmentInput:
         if segment.flags & F.ECE and self.role is Role.INITIATOR and self._state in SYNCHRONIZED:
             self.counters["ece"] += 1
             self.send.on_signal("ece", now, ack)
+        if len(segment.payload) == DSACK.size and not segment.flags & (F.KEY | F.FIN):
+            self.counters["dsack_received"] += 1
+            self.send.on_dsack(decode_dsack(segment.payload)[0])
         if self._state is State.SYN_RECEIVED:  # it did not acknowledge our SYN+ACK
             self.counters["dropped_handshake"] += 1
             return False

@@ -8,7 +8,10 @@ Part of :class:`qbb.transport.connection.Connection` (SECOQC seed 002 §3.3).
   ``nxt`` is a duplicate: it is answered with an ACK and never processed again, so no key
   is released twice.  Every out-of-order or duplicate arrival owes one ACK of its own
   (the duplicate ACKs that drive the sender's fast retransmit); in-order arrivals owe one
-  cumulative ACK per drain.
+  cumulative ACK per drain.  A duplicate KEY segment (behind ``nxt``, or a copy of one
+  held) is also noted in ``dsack``: the ACK it owes reports its range (a D-SACK block,
+  RFC 2883), which tells the sender its retransmission was not needed
+  (:mod:`qbb.transport.recovery`).
 * **Key buffer** (:class:`KeyBuffer`): keys released to the application in order and not
   yet taken.  The responder releases a key when it arrives in order; the initiator when
   the responder has acknowledged it (synchronised consumption, §3.3).  The buffer checks
@@ -31,7 +34,8 @@ from collections.abc import Sequence
 
 from qbb.codec import frozen_new
 from qbb.transport.conn_config import ConnectionConfig
-from qbb.transport.packet import WINDOW_UNIT, KeyDelivery, Segment, decode_key_deliveries
+from qbb.transport.packet import (WINDOW_UNIT, KeyDelivery, Segment, SegmentFlags,
+                                  decode_key_deliveries)
 from qbb.transport.rtt import seq_add, seq_diff
 
 __all__ = ["KeyBuffer", "ReceiveHalf", "unpack_keys", "unpack_raw_keys"]
@@ -114,6 +118,7 @@ class ReceiveHalf:
         self.keys = KeyBuffer()
         self.ece_echo = False
         self.acks_owed = 0
+        self.dsack: list[tuple[int, int]] = []  # duplicate ranges to report, oldest first
         self.last_edge: int | None = None
         self.stats = {"duplicates": 0, "out_of_order": 0, "outside_window": 0}
 
@@ -151,6 +156,8 @@ class ReceiveHalf:
         ahead = seq_diff(segment.seq, self.nxt)
         if ahead < 0 or (ahead > 0 and segment.seq in self.held):
             self.stats["duplicates"] += 1
+            if segment.payload and segment.flags & SegmentFlags.KEY:
+                self.dsack.append((segment.seq, seq_add(segment.seq, len(segment.payload))))
             return "duplicate"
         if ahead + len(segment.payload) > self.free_bytes() or ahead + length > (1 << 30):
             self.stats["outside_window"] += 1

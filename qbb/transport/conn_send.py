@@ -5,22 +5,30 @@ delivery through acknowledgement and retransmission, congestion control).  Every
 occupies sequence space -- SYN, each KEY segment, FIN -- is an :class:`Outstanding` entry
 in a queue ordered by sequence number, kept until a cumulative ACK covers it.
 
-* **Generation** (initiator only): :meth:`SendHalf.generate` draws fresh keys
+* **Generation** (initiator only, :mod:`qbb.transport.keygen`): ``generate`` draws fresh keys
   (``randbytes``) into KEY segments of at most ``config.segment_keys`` keys while the
   congestion window, the peer's advertised window, the initiator's own key buffer
   (released + in flight <= ``buffer_bits``) and the token bucket allow.  A segment shorter
   than a full one is sent only when nothing is in flight or it fills half the largest
   window the peer offered (sender-side silly-window avoidance, RFC 1122 §4.2.3.4).
 * **Acknowledgement**: an ACK in ``(una, nxt]`` removes every entry it covers; the RTT is
-  sampled from the newest covered entry if it was sent once and not before the latest
-  retransmission (Karn's rule: a cumulative ACK that follows a retransmission may have
-  waited for the hole, whatever segment it is timed on), and the back-off ends.
+  sampled from the newest covered entry unless the ACK covers an entry that was sent more
+  than once (Karn's rule, extended: an ACK that a retransmission released may have waited
+  for the hole, whatever segment it is timed on), and the back-off ends.
 * **Retransmission**: one timer for the oldest entry (RFC 6298 §5); on expiry the oldest
   entry is sent again as it was, the timer backs off and ``cwnd`` drops to one.  Three
-  duplicate ACKs retransmit the oldest entry at once (RFC 5681 §3.2 fast retransmit) and
-  halve ``cwnd``.  Until everything sent before the loss is acknowledged (``recover``,
-  RFC 6582), each partial ACK retransmits the next oldest entry: one hole per round trip,
-  without go-back-N.
+  duplicate ACKs (the threshold adapts, below) retransmit the oldest entry at once
+  (RFC 5681 §3.2 fast retransmit) and halve ``cwnd``.  Until everything sent before the
+  loss is acknowledged (``recover``, RFC 6582), partial ACKs lead to the next hole: at once
+  after a timeout, and after a fast retransmit once the hole is overdue (``hole_due``).
+* **Spurious retransmissions** (:mod:`qbb.transport.recovery`): each fast retransmit or
+  timeout opens an episode; a retransmission whose segment is acknowledged sooner than half
+  the minimum RTT after it, or reported as a duplicate by the receiver (D-SACK block in an
+  ACK), was spurious, and so was a timeout after which F-RTO sees the originals being
+  acknowledged.  One such finding ends the partial-ACK retransmissions; when all of the
+  episode's retransmissions are spurious the window reduction is undone, and the
+  duplicate-ACK threshold adapts to the reordering measured (an undone timeout raises the
+  RTO instead).
 * **Persist**: when the peer's window is too small for one key and nothing is in flight, a
   probe (an ACK with ``seq = nxt - 1``, which the peer must answer) is sent after RTO,
   backing off to ``rto_max`` (RFC 1122 §4.2.2.17), so a lost window update cannot stall
@@ -29,54 +37,20 @@ in a queue ordered by sequence number, kept until a cumulative ACK covers it.
 
 from __future__ import annotations
 
-import math
-import struct
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from qbb.transport.bucket import TokenBucket
 from qbb.transport.congestion import CongestionControl
 from qbb.transport.conn_config import ConnectionConfig
-from qbb.transport.packet import WINDOW_UNIT, KeyDelivery, SegmentFlags
+from qbb.transport.keygen import KeyGeneration, RawKey, draw_keys, pack_keys
+from qbb.transport.packet import WINDOW_UNIT, SegmentFlags
+from qbb.transport.recovery import Recovery
 from qbb.transport.rtt import RttEstimator, seq_add, seq_diff
 
 __all__ = ["Outstanding", "RawKey", "SendHalf", "draw_keys", "pack_keys"]
 
-_BODY = struct.Struct(">IH")
-MAX_KEY_ID = 1 << 32
 KEY, SYN, FIN = SegmentFlags.KEY, SegmentFlags.SYN, SegmentFlags.FIN
-#: A key inside the connection: ``(key_id, key_bits, key bytes)``; a :class:`KeyDelivery`
-#: is made only when the application takes it (a tuple costs a tenth of a dataclass).
-RawKey = tuple[int, int, bytes]
-
-
-def pack_keys(keys: Sequence[RawKey] | Sequence[KeyDelivery]) -> bytes:
-    """The KEY payload of ``keys`` (what ``encode_key_deliveries`` builds, without construct)."""
-    pack = _BODY.pack
-    if keys and isinstance(keys[0], KeyDelivery):
-        keys = [(k.key_id, k.key_bits, k.key) for k in keys]
-    return b"".join([part for key_id, bits, key in keys for part in (pack(key_id, bits), key)])
-
-
-def draw_raw_keys(first_id: int, count: int, bits: int,
-                  randbytes: Callable[[int], bytes]) -> list[RawKey]:
-    """``count`` fresh random keys of ``bits`` bits, ids from ``first_id``; padding bits 0."""
-    size, pad = (bits + 7) // 8, -bits % 8
-    raw = randbytes(size * count)
-    keys = []
-    for i in range(count):
-        key = raw[i * size:(i + 1) * size]
-        if pad:
-            key = key[:-1] + bytes([key[-1] & (0xFF << pad) & 0xFF])
-        keys.append((first_id + i, bits, key))
-    return keys
-
-
-def draw_keys(first_id: int, count: int, bits: int,
-              randbytes: Callable[[int], bytes]) -> list[KeyDelivery]:
-    """:func:`draw_raw_keys` as :class:`KeyDelivery` objects."""
-    return [KeyDelivery(*key) for key in draw_raw_keys(first_id, count, bits, randbytes)]
 
 
 @dataclass(eq=False)
@@ -90,6 +64,7 @@ class Outstanding:
     keys: tuple[RawKey, ...] = field(default=(), repr=False)
     key_bits: int = 0
     sent_at: float | None = None
+    first_sent_at: float | None = None
     transmissions: int = 0
 
     @property
@@ -97,7 +72,7 @@ class Outstanding:
         return seq_add(self.seq, self.length)
 
 
-class SendHalf:
+class SendHalf(KeyGeneration):
     """Sequence space ``[una, nxt)`` in flight, with its timers and windows."""
 
     def __init__(self, iss: int, config: ConnectionConfig) -> None:
@@ -109,6 +84,7 @@ class SendHalf:
         self.key_bits_in_flight = 0
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
         self.cc = CongestionControl(config.initial_cwnd)
+        self.recovery = Recovery(config.dupack_threshold)
         self.bucket: TokenBucket | None = None
         self.peer_window = 0  # bytes beyond una the peer accepts
         self.max_peer_window = 0
@@ -118,8 +94,8 @@ class SendHalf:
         self.reduced_at: int | None = None  # nxt when cwnd was last reduced
         self.cwr_pending = False  # set CWR on the next new KEY segment (RFC 3168 §6.1.2)
         self.retries = 0
-        self.timing_from = -math.inf  # RTT samples only from segments sent since then
         self.rtx_due: float | None = None
+        self.hole_due: float | None = None  # the next hole counts as lost (recovery.py)
         self.persist_due: float | None = None
         self.persist_backoff = 0
         self.bucket_due: float | None = None
@@ -146,10 +122,10 @@ class SendHalf:
         """Entries to put on the wire now, stamped as sent; starts the timer if idle."""
         out, self.tx = self.tx, []
         for entry in out:
-            if entry.transmissions == 0 and entry.flags & KEY:
-                self.stats["keys_sent"] += len(entry.keys)
-            elif entry.transmissions:
-                self.timing_from = now  # Karn: what was sent before is acked ambiguously
+            if entry.transmissions == 0:
+                entry.first_sent_at = now
+                if entry.flags & KEY:
+                    self.stats["keys_sent"] += len(entry.keys)
             entry.sent_at, entry.transmissions = now, entry.transmissions + 1
         self.stats["transmissions"] += len(out)
         if out and self.rtx_due is None:
@@ -163,11 +139,14 @@ class SendHalf:
     def bytes_in_flight(self) -> int:
         return seq_diff(self.nxt, self.una)
 
-    def retransmit_oldest(self) -> Outstanding | None:
+    def retransmit_oldest(self, now: float | None = None) -> Outstanding | None:
+        """Queue the oldest entry again (``now``: part of a loss-recovery episode)."""
         entry = self.oldest()
         if entry is not None and entry not in self.tx:
             self.tx.append(entry)
             self.stats["retransmits"] += 1
+            if now is not None and entry.flags & KEY:
+                self.recovery.retransmitted(entry.seq, entry.sent_at, now)
         return entry
 
     # --- acknowledgements ----------------------------------------------------------
@@ -189,11 +168,12 @@ class SendHalf:
         while self.queue and seq_diff(ack, self.queue[0].end) >= 0:
             acked.append(self.queue.popleft())
         self.una = ack
+        self._check_spurious(acked, now)
         self.retries, self.dupacks = 0, 0
         self.rtt.reset_backoff()
         newest = acked[-1] if acked else None
-        if newest is not None and newest.transmissions == 1 and newest.sent_at is not None \
-                and newest.sent_at >= self.timing_from:
+        if newest is not None and newest.sent_at is not None \
+                and all(entry.transmissions == 1 for entry in acked):
             self.rtt.sample(now - newest.sent_at)
         keys = [entry for entry in acked if entry.flags & KEY]
         self.key_segments -= len(keys)
@@ -202,14 +182,64 @@ class SendHalf:
         self._after_new_ack(ack, len(keys), full_window, now)
         return acked
 
+    def _check_spurious(self, acked: list[Outstanding], now: float) -> None:
+        """Retransmitted segments acknowledged too soon to be the retransmission's doing."""
+        recovery = self.recovery
+        if recovery.episode is None:
+            return
+        recovery.new_ack(self.dupacks)
+        srtt = self.rtt.round_trip(self.config.rto_initial)
+        for entry in acked:
+            recovery.acked(entry.seq, entry.sent_at, entry.first_sent_at, now,
+                           self.rtt.min_rtt, srtt)
+        self._after_finding()
+
+    def on_dsack(self, left: int) -> None:
+        """The receiver got ``[left, ...)`` twice (a D-SACK block in an ACK)."""
+        if self.recovery.dsack(left):
+            self._after_finding()
+
+    def _after_finding(self) -> None:
+        recovery = self.recovery
+        if recovery.undo_due():
+            episode = recovery.undo()
+            self.cc.undo(episode.prior_cwnd, episode.prior_ssthresh)
+            if episode.kind == "rto" and episode.delay > 0:
+                self.rtt.spike(episode.delay)
+            self.recover, self.hole_due = None, None
+
     def _after_new_ack(self, ack: int, acked_segments: int, full_window: bool,
                        now: float) -> None:
+        self.hole_due = None
         if self.recover is not None and seq_diff(ack, self.recover) < 0:
-            self.retransmit_oldest()  # partial ACK: the next hole (RFC 6582 §3.2)
+            if self.recovery.partial_ack(self.key_segments):
+                self._next_hole(now)  # partial ACK: the next hole (RFC 6582 §3.2)
         else:
             self.recover = None
+            self.recovery.leave_frto()
             self.cc.on_ack(acked_segments, full_window)
         self.rtx_due = now + self.rtt.rto if self.queue else None
+
+    def _next_hole(self, now: float) -> None:
+        """Resend the oldest segment now, or arm ``hole_due`` if it is not overdue yet."""
+        entry = self.oldest()
+        if entry is not None and entry.sent_at is not None:
+            srtt = self.rtt.round_trip(self.config.rto_initial)
+            self._resend_at(self.recovery.hole_due(entry.sent_at, now, srtt, self.rtt.min_rtt,
+                                                   self.rtt.base), now)
+
+    def _resend_at(self, due: float | None, now: float) -> None:
+        if due is not None and due <= now:
+            self.hole_due = None
+            self.retransmit_oldest(now)
+        elif due is not None:
+            self.hole_due = due
+
+    def on_hole_timer(self, now: float) -> None:
+        """``hole_due`` passed: the hole is overdue, resend it."""
+        self.hole_due = None
+        if self.recover is not None and self.recovery.hole_timer():
+            self.retransmit_oldest(now)
 
     def on_duplicate_ack(self, now: float) -> None:
         """An ACK that repeats ``una`` with no data and the same window (RFC 5681 §2)."""
@@ -217,12 +247,21 @@ class SendHalf:
             return
         self.dupacks += 1
         self.stats["dup_acks"] += 1
-        if self.dupacks == self.config.dupack_threshold and self.recover is None:
+        if self.recover is not None:
+            oldest = self.oldest()
+            if oldest is not None:
+                reo = self.recovery.reo_wnd(self.rtt.round_trip(self.config.rto_initial),
+                                            self.rtt.min_rtt, self.rtt.base)
+                self._resend_at(self.recovery.duplicate_ack(
+                    self.dupacks, self.key_segments, oldest.seq, now, reo), now)
+            return
+        if self.dupacks >= self.recovery.threshold(self.key_segments):
+            self.recovery.begin("fast_retransmit", self.cc.cwnd, self.cc.ssthresh, False, now)
             self.recover = self.nxt
             self.cc.on_fast_retransmit(self.key_segments, now)
             self._reduced()
             self.stats["fast_retransmits"] += 1
-            self.retransmit_oldest()
+            self.retransmit_oldest(now)
             self.rtx_due = now + self.rtt.rto
 
     def on_rto(self, now: float) -> bool:
@@ -238,10 +277,14 @@ class SendHalf:
             return False
         self.rtt.backoff()
         if self.key_segments:
+            self.recovery.begin("rto", self.cc.cwnd, self.cc.ssthresh, self.recover is not None,
+                                now)
             self.cc.on_rto(self.key_segments, now)
             self._reduced()
-        self.recover, self.dupacks = self.nxt, 0
-        self.retransmit_oldest()
+        else:
+            self.recovery.leave_frto()  # a SYN or FIN timed out: no episode
+        self.recover, self.dupacks, self.hole_due = self.nxt, 0, None
+        self.retransmit_oldest(now)
         self.rtx_due = now + self.rtt.rto
         return True
 
@@ -259,70 +302,3 @@ class SendHalf:
             self._reduced()
             return True
         return False
-
-    # --- generation (initiator) ----------------------------------------------------
-
-    def generate(self, now: float, buffered_bits: int,
-                 randbytes: Callable[[int], bytes]) -> int:
-        """Push as many KEY segments as every bound allows; how many keys it drew."""
-        drawn = 0
-        self.bucket_due = None
-        while True:
-            count = self._segment_size(now, buffered_bits)
-            if count <= 0:
-                return drawn
-            keys = tuple(draw_raw_keys(self.next_key_id, count, self.config.key_bits,
-                                       randbytes))
-            payload = pack_keys(keys)
-            self.push(KEY, payload, len(payload), keys)
-            self.next_key_id += count
-            if self.bucket is not None:
-                self.bucket.consume(count * self.config.key_bits, now)
-            drawn += count
-            self.stats["keys_generated"] += count
-
-    def _segment_size(self, now: float, buffered_bits: int) -> int:
-        """Keys for the next KEY segment now (0: wait), after every bound."""
-        cfg, bits = self.config, self.config.key_bits
-        full = cfg.segment_keys
-        if self.bucket is not None and not self.bucket.unlimited:
-            full = max(1, min(full, int(self.bucket.burst // bits)))
-        if self.key_segments >= self.cc.window:
-            return 0
-        by_window = max(0, self.peer_window - self.bytes_in_flight) // cfg.wire_per_key
-        by_buffer = (cfg.buffer_bits - buffered_bits - self.key_bits_in_flight) // bits
-        others = min(full, by_window, by_buffer, MAX_KEY_ID - self.next_key_id)
-        if by_window == 0 and not self.queue and by_buffer > 0:
-            self._arm_persist(now)
-        by_bucket = self._bucket_keys(now)
-        count = min(others, by_bucket)
-        if count < full and self.key_segments and count * cfg.wire_per_key * 2 < \
-                self.max_peer_window:
-            if by_bucket < others:
-                self._arm_bucket(others, now)
-            return 0
-        if count <= 0 < others:
-            self._arm_bucket(1, now)
-        return count
-
-    def _bucket_keys(self, now: float) -> int | float:
-        if self.bucket is None or self.bucket.unlimited:
-            return math.inf
-        return int(self.bucket.available(now) // self.config.key_bits)
-
-    def _arm_bucket(self, keys: int, now: float) -> None:
-        wait = self.bucket.time_until(keys * self.config.key_bits, now)
-        if wait < math.inf:
-            self.bucket_due = now + max(wait, 1e-6)
-
-    def _arm_persist(self, now: float) -> None:
-        if self.persist_due is None:
-            delay = self.rtt.rto * (1 << min(self.persist_backoff, 30))
-            self.persist_due = now + min(delay, self.config.rto_max)
-
-    def probe_sent(self, now: float) -> None:
-        """A window probe went out: back off the persist timer."""
-        self.stats["window_probes"] += 1
-        self.persist_backoff += 1
-        self.persist_due = None
-        self._arm_persist(now)

@@ -46,6 +46,7 @@ from qbb.transport.conn_send import Outstanding, SendHalf
 from qbb.transport.fsm import Event, State, transition
 from qbb.transport.packet import (ConnectRequest, KeyDelivery, Segment, SegmentFlags,
                                   decode_connect_request, encode_connect_request)
+from qbb.transport.recovery import encode_dsack
 from qbb.transport.rtt import seq_add
 
 __all__ = ["Closed", "Connection", "ConnectionConfig", "Endpoint", "Established",
@@ -204,8 +205,11 @@ class Connection(SegmentInput):
         if self.recv.synchronized and self._state is not State.CLOSED:
             acked = len(entries) if self._state is not State.SYN_SENT else 0
             bare = min(self.recv.acks_owed, _MAX_DUP_ACKS_PER_DRAIN) - acked
-            out.extend(self._bare_ack(self.send.nxt) for _ in range(max(0, bare)))
+            blocks = self.recv.dsack[:_MAX_DUP_ACKS_PER_DRAIN]
+            out.extend(self._bare_ack(self.send.nxt, encode_dsack(*block)) for block in blocks)
+            out.extend(self._bare_ack(self.send.nxt) for _ in range(bare - len(blocks)))
         self.recv.acks_owed = 0
+        self.recv.dsack.clear()
         self.counters["segments_sent"] += len(out)
         return out
 
@@ -225,9 +229,10 @@ class Connection(SegmentInput):
         return Segment(self.local.port, self.remote.port, entry.seq, ack, flags, window,
                        entry.payload)
 
-    def _bare_ack(self, seq: int) -> Segment:
+    def _bare_ack(self, seq: int, payload: bytes = b"") -> Segment:
+        """An ACK without data; ``payload``: a D-SACK block (:mod:`~qbb.transport.recovery`)."""
         flags, ack, window = self._flags_ack()
-        return Segment(self.local.port, self.remote.port, seq, ack, flags, window)
+        return Segment(self.local.port, self.remote.port, seq, ack, flags, window, payload)
 
     def _send_rst(self, payload: bytes) -> None:
         if self.recv.synchronized:
@@ -246,7 +251,8 @@ class Connection(SegmentInput):
         if self._state is State.TIME_WAIT:
             return self._time_wait_due
         times = [self._connect_due, self.send.rtx_due, self.send.persist_due,
-                 self.send.bucket_due, self._idle_due(), self._keepalive_due()]
+                 self.send.bucket_due, self.send.hole_due, self._idle_due(),
+                 self._keepalive_due()]
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
@@ -282,6 +288,8 @@ class Connection(SegmentInput):
         if send.rtx_due is not None and now >= send.rtx_due and not send.on_rto(now):
             self._terminate(Event.TIMEOUT, Reset("timeout"))
             return
+        if send.hole_due is not None and now >= send.hole_due:
+            send.on_hole_timer(now)
         if send.persist_due is not None and now >= send.persist_due:
             self._probe(now)
             send.probe_sent(now)
@@ -317,7 +325,7 @@ class Connection(SegmentInput):
 
     def _finish(self, final: Closed | Reset) -> None:
         self._connect_due = None
-        for name in ("rtx_due", "persist_due", "bucket_due"):
+        for name in ("rtx_due", "persist_due", "bucket_due", "hole_due"):
             setattr(self.send, name, None)
         self._events.append(final)
         self.counters["reset" if isinstance(final, Reset) else "closed"] += 1
@@ -345,5 +353,6 @@ class Connection(SegmentInput):
             "peer_window_bytes": send.peer_window, "in_flight_bytes": send.bytes_in_flight,
             **send.stats, "keys_released": recv.keys.released, "keys_taken": recv.keys.taken,
             "keys_available": len(recv.keys), "reductions": dict(cc.reductions),
+            "undone": cc.undone, "dupthresh": send.recovery.dupthresh, **send.recovery.stats,
             **recv.stats, "counters": dict(self.counters),
         }

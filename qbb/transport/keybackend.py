@@ -15,6 +15,9 @@
   the stream.  The connection releases a key at the responder when it arrives in order
   and at the initiator only once the responder acknowledged it, so both applications get
   identical keys with identical indices (``KeyChunk.index`` = the key id), each once.
+  :meth:`~TransportKeyBackend.get_keys` hands out several at once (one look-up, one
+  wake-up of the driver); a key that is ready is returned without entering the driver's
+  wait.
 
 Failures become :class:`~qbb.keyapi.model.ApiError` statuses (docs/transport-service.md):
 unknown name -> UNKNOWN_APPLICATION (locally, or by the responder's RST reason byte 1);
@@ -104,14 +107,20 @@ class TransportKeyBackend:
         return stream
 
     async def get_key(self, ksid: str, timeout_s: float) -> KeyChunk:
+        return (await self.get_keys(ksid, 1, timeout_s))[0]
+
+    async def get_keys(self, ksid: str, count: int, timeout_s: float) -> list[KeyChunk]:
+        """Up to ``count`` keys of stream ``ksid`` (at least one; waits up to ``timeout_s``
+        for the first only): one look-up and one wake-up of the driver for the batch."""
         stream = self._stream(ksid)
         connection = stream.connection
-        await self.driver.wait_until(lambda: connection.keys_available() > 0 or stream.ended,
-                                     timeout_s)
+        if not connection.keys_available() and not stream.ended:
+            await self.driver.wait_until(
+                lambda: connection.keys_available() > 0 or stream.ended, timeout_s)
         if connection.keys_available() > 0:
-            key = connection.take_keys(1)[0]
+            keys = connection.take_keys(max(1, count))
             self.driver.kick()  # the freed buffer may open the window
-            return KeyChunk(ksid, key.key_id, key.key_bits, key.key)
+            return [KeyChunk(ksid, key.key_id, key.key_bits, key.key) for key in keys]
         if stream.ended:
             raise ApiError(Status.PEER_GONE, f"key stream {ksid} ended: {stream.reason}")
         if timeout_s <= 0:

@@ -10,7 +10,11 @@ later samples ``RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|`` and ``SRTT = 7/8 SRTT + 1
 ``RTO = SRTT + max(G, 4 RTTVAR)`` clamped to ``[rto_min, rto_max]`` (§2.4-2.5).  Before the
 first sample RTO is ``rto_initial`` (§2.1).  Each expiry doubles the RTO (§5.5, exponential
 back-off) up to ``rto_max``; an ACK of new data ends the back-off.  The caller applies
-Karn's rule (§3): samples come only from segments that were sent once.
+Karn's rule (§3): samples come only from segments that were sent once.  ``min_rtt`` is the
+smallest sample seen (the spurious-retransmission test of :mod:`qbb.transport.recovery`
+uses it), and :meth:`RttEstimator.spike` is the Eifel response to a timeout found to be
+spurious (RFC 4015 §2): the delay that fooled the timer is taken into SRTT and RTTVAR at
+once, so the next RTO covers it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class RttEstimator:
         self.base = min(rto_max, max(rto_min, rto_initial))
         self.backoffs = 0
         self.samples = 0
+        self.min_rtt = float("inf")
 
     @property
     def rto(self) -> float:
@@ -58,6 +63,19 @@ class RttEstimator:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.samples += 1
+        self.min_rtt = min(self.min_rtt, rtt)
+        self._update()
+
+    def spike(self, rtt: float) -> None:
+        """A timeout was spurious: the original took ``rtt`` seconds (RFC 4015 §2)."""
+        if self.srtt is None:
+            self.sample(rtt)
+            return
+        self.srtt = max(self.srtt, rtt)
+        self.rttvar = max(self.rttvar, rtt / 2)
+        self._update()
+
+    def _update(self) -> None:
         rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
         self.base = min(self.rto_max, max(self.rto_min, rto))
 
