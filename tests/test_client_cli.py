@@ -3,6 +3,7 @@ TCP: the server runs in the test's trio nursery, the blocking calls in worker th
 
 import base64
 import functools
+import inspect
 import json
 import socket
 
@@ -25,9 +26,14 @@ async def net(nursery):
     return network
 
 
+#: trio >= 0.23 names it abandon_on_cancel; older releases, cancellable
+_ABANDON = ("abandon_on_cancel" if "abandon_on_cancel"
+            in inspect.signature(trio.to_thread.run_sync).parameters else "cancellable")
+
+
 async def in_thread(func, *args, **kwargs):
     return await trio.to_thread.run_sync(functools.partial(func, *args, **kwargs),
-                                         cancellable=True)
+                                         **{_ABANDON: True})
 
 
 def free_port() -> int:
