@@ -277,9 +277,15 @@ async def _bounded(timeout_s: float, call: Any, *args: Any) -> Any:
 
 
 async def _send_quietly(stream: trio.SocketStream, response: Response) -> None:
+    """Send a last answer, half-close, and read what the peer still sends (at most 1 s):
+    closing with unread input would reset the connection (RFC 1122 §4.2.2.13) and the
+    peer could lose the answer."""
     try:
         with trio.move_on_after(1.0):
             await stream.send_all(encode_response(response))
+            await stream.send_eof()
+            while await stream.receive_some(1 << 16):
+                pass
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
